@@ -1,0 +1,35 @@
+"""Which implementation runs an operator on a device: fused Triton kernels or plain PyTorch.
+
+CUDA tensors run Triton kernels. CPU tensors run the PyTorch formulas, unless TRITON_INTERPRET=1
+was set before this package was imported: then they run the same Triton kernels in Triton's
+interpreter (how CI exercises the real kernels without a GPU). The choice is made once, at import,
+because Triton also reads TRITON_INTERPRET when the kernels are decorated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+try:
+    import triton  # noqa: F401
+    import triton.language  # noqa: F401
+
+    HAS_TRITON = True
+except ImportError:  # e.g. macOS or Windows CPU installs: the PyTorch path still works
+    HAS_TRITON = False
+    logger.debug("triton is not importable; every device uses the PyTorch path")
+
+
+def active_backend(device: torch.device | str) -> str:
+    """Return ``"triton"`` or ``"torch"``: the implementation the operators use on ``device``."""
+    device = torch.device(device)
+    if HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and INTERPRET)):
+        return "triton"
+    return "torch"

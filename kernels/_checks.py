@@ -1,0 +1,83 @@
+"""Argument validation shared by the public operators: every bad input is a ValueError that says
+what is wrong and what to pass instead. Runs before any kernel and before autograd records anything,
+so a rejected call changes nothing."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def check_pair(op: str, host: Tensor, other: Tensor, name: str) -> None:
+    """``other`` (seed or seed_input) must be a floating tensor of host's shape on host's device."""
+    for tensor, label in ((host, "host"), (other, name)):
+        if not isinstance(tensor, Tensor):
+            raise ValueError(f"{op}: {label} must be a torch.Tensor, got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            raise ValueError(
+                f"{op}: {label} has dtype {tensor.dtype}; it must be a floating dtype "
+                "(float16, bfloat16, float32 or float64)"
+            )
+    if other.shape != host.shape:
+        raise ValueError(
+            f"{op}: {name} has shape {tuple(other.shape)} but host has shape {tuple(host.shape)}; "
+            f"they must match exactly (no broadcasting)"
+        )
+    if other.device != host.device:
+        raise ValueError(
+            f"{op}: {name} is on {other.device} but host is on {host.device}; "
+            "move them to the same device"
+        )
+
+
+def check_coefficient(op: str, host: Tensor, coef: Tensor, name: str) -> bool:
+    """Validate alpha or gate; return True when it is per-sample ([B, 1, ..., 1] with B > 1).
+
+    Accepted shapes: 0-d, [1], any all-ones shape with at most host.ndim dims (all scalar), or
+    [B, 1, ..., 1] with host.ndim dims and B == host.shape[0] (per-sample).
+    """
+    if not isinstance(coef, Tensor):
+        raise ValueError(
+            f"{op}: {name} must be a torch.Tensor, got {type(coef).__name__}; keep it in a tensor "
+            "(e.g. a module buffer) so torch.compile does not recompile when its value changes"
+        )
+    if not coef.is_floating_point():
+        raise ValueError(f"{op}: {name} has dtype {coef.dtype}; it must be a floating dtype")
+    if coef.device != host.device:
+        raise ValueError(
+            f"{op}: {name} is on {coef.device} but host is on {host.device}; "
+            "move them to the same device"
+        )
+    shape = tuple(coef.shape)
+    if coef.numel() == 1 and coef.dim() <= max(host.dim(), 1):
+        return False
+    if (
+        host.dim() >= 1
+        and coef.dim() == host.dim()
+        and shape[0] == host.shape[0]
+        and all(size == 1 for size in shape[1:])
+    ):
+        return True
+    expected = "[B" + ", 1" * (host.dim() - 1) + "]" if host.dim() >= 1 else "(none: host is 0-d)"
+    raise ValueError(
+        f"{op}: {name} has shape {list(shape)}; expected a scalar (0-d or [1]) or per-sample "
+        f"{expected} with B = {host.shape[0] if host.dim() else '-'}, for host of shape "
+        f"{list(host.shape)}"
+    )
+
+
+def distinct(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+    """The tensors, with a repeated one replaced by a free view of itself.
+
+    autograd.Function under torch.compile cannot take one tensor in two inputs (e.g. a seed that
+    is nn.Identity returns host itself); a view is a separate input with the same values, and
+    autograd sums the two gradients as it would for the repeated tensor."""
+    seen: list[Tensor] = []
+    out = []
+    for t in tensors:
+        if t is not None and any(t is u for u in seen):
+            t = t.view_as(t)
+        if t is not None:
+            seen.append(t)
+        out.append(t)
+    return tuple(out)

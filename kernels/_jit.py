@@ -1,0 +1,38 @@
+"""Triton helpers shared by the operator kernels."""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def block_offsets(inner, blocks_per_sample, BLOCK: tl.constexpr, USE_INT64: tl.constexpr):
+    """This program's element offsets, their mask, and its sample index (see Geometry)."""
+    pid = tl.program_id(0)
+    if USE_INT64:
+        pid = pid.to(tl.int64)
+    sample = pid // blocks_per_sample
+    local = (pid - sample * blocks_per_sample) * BLOCK + tl.arange(0, BLOCK)
+    return sample * inner + local, local < inner, sample
+
+
+@triton.jit
+def load_coef(ptr, sample, PER_SAMPLE: tl.constexpr, C: tl.constexpr):
+    """clamp(coef, 0, 1) for this program's sample, NaN kept as torch.clamp keeps it."""
+    raw = tl.load(ptr + sample) if PER_SAMPLE else tl.load(ptr)
+    return tl.clamp(raw.to(C), 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def lerp(h, s, w):
+    """torch.lerp's formula: exact h at w = 0 and exact s at w = 1."""
+    return tl.where(w < 0.5, h + w * (s - h), s - (s - h) * (1.0 - w))
+
+
+@triton.jit
+def tanh(x):
+    """tanh from one exp, overflow-free: sign(x) (1 - e) / (1 + e), e = exp(-2|x|)."""
+    e = tl.exp(-2.0 * tl.abs(x))
+    t = (1.0 - e) / (1.0 + e)
+    return tl.where(x < 0.0, -t, t)

@@ -1,0 +1,286 @@
+"""blend_add and blend_gate: ``y = lerp(host, seed, e)`` with torch.lerp's numerics.
+
+    blend_add:  e = clamp(alpha, 0, 1)
+    blend_gate: e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)
+
+Both are one kernel (the gate is optional). Gradients, with g = dL/dy:
+    dL/dhost = g (1 - e)      dL/dseed = g e      dL/de summed per sample: S_b = sum(g (seed - host))
+then alpha/gate through the product and clamp rules (_coef_grad). When neither alpha nor gate needs
+a gradient, backward reads only g (seed and host are not even kept for it).
+
+Registered ops (one boundary per call): esper_slot::blend_lerp_fwd / blend_lerp_bwd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._backend import HAS_TRITON, INTERPRET
+from ._checks import check_coefficient, check_pair, distinct
+from ._coef_grad import finish_torch, finish_triton
+from ._layout import broadcast_view, compute_dtype, geometry, in_layout, is_dense, per_sample_sum
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from ._jit import block_offsets, lerp, load_coef
+
+    @triton.jit
+    def _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C):
+        w = load_coef(alpha_ptr, sample, ALPHA_PS, C)
+        if HAS_GATE:
+            w = tl.clamp(w * load_coef(gate_ptr, sample, GATE_PS, C), 0.0, 1.0,
+                         propagate_nan=tl.PropagateNan.ALL)
+        return w
+
+    @triton.jit
+    def _fwd_kernel(
+        host_ptr, seed_ptr, alpha_ptr, gate_ptr, out_ptr,
+        inner, blocks_per_sample,
+        ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
+        F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    ):
+        C: tl.constexpr = tl.float64 if F64 else tl.float32
+        offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
+        w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
+        # Reads host and seed once (seed rounded to host's dtype, as the contract casts it first),
+        # writes y once.
+        h = tl.load(host_ptr + offs, mask=mask).to(C)
+        s = tl.load(seed_ptr + offs, mask=mask).to(out_ptr.dtype.element_ty).to(C)
+        tl.store(out_ptr + offs, lerp(h, s, w), mask=mask)
+
+    @triton.jit
+    def _bwd_kernel(
+        grad_ptr, host_ptr, seed_ptr, alpha_ptr, gate_ptr,
+        grad_host_ptr, grad_seed_ptr, partial_ptr,
+        inner, blocks_per_sample,
+        ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
+        NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr, NEED_COEF: tl.constexpr,
+        F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    ):
+        C: tl.constexpr = tl.float64 if F64 else tl.float32
+        offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
+        w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
+        if NEED_HOST:
+            tl.store(grad_host_ptr + offs, g * (1.0 - w), mask=mask)
+        if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
+            tl.store(grad_seed_ptr + offs, (g * w).to(host_ptr.dtype.element_ty), mask=mask)
+        if NEED_COEF:  # host and seed are read only for dL/de; one partial sum per program
+            h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
+            s = tl.load(seed_ptr + offs, mask=mask, other=0.0).to(host_ptr.dtype.element_ty).to(C)
+            tl.store(partial_ptr + tl.program_id(0), tl.sum(g * (s - h), axis=0))
+
+
+def _per_sample(alpha: Tensor, gate: Tensor | None) -> bool:
+    return alpha.numel() > 1 or (gate is not None and gate.numel() > 1)
+
+
+def _flat(alpha: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor]:
+    alpha_flat = alpha.reshape(-1)
+    return alpha_flat, gate.reshape(-1) if gate is not None else alpha_flat
+
+
+def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
+    out = torch.empty_like(host)
+    if out.numel() == 0:
+        return out
+    geo = geometry(out, _per_sample(alpha, gate))
+    work = geo.work(out)
+    _fwd_kernel[geo.grid](
+        in_layout(host, geo.strides), in_layout(seed, geo.strides), *_flat(alpha, gate), work,
+        geo.inner, geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
+        GATE_PS=gate is not None and gate.numel() > 1,
+        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+    )
+    if geo.staged:
+        out.copy_(work)
+    return out
+
+
+def _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed):
+    grad_host = torch.empty_like(host) if need_host else host.new_empty((0,))
+    grad_seed = (
+        torch.empty_like(host, dtype=seed_dtype)
+        if need_seed
+        else host.new_empty((0,), dtype=seed_dtype)
+    )
+    return grad_host, grad_seed
+
+
+def _bwd_triton(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
+                need_gate):
+    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
+    need_coef = need_alpha or need_gate
+    if host.numel() == 0:
+        return grad_host, grad_seed, *_zero_coef_grads(alpha, gate, need_alpha, need_gate)
+    ref = grad_host if need_host else grad_seed if need_seed else host
+    if not is_dense(ref):
+        ref = torch.empty_like(host)
+    geo = geometry(ref, _per_sample(alpha, gate))
+    work_host = geo.work(grad_host) if need_host else grad_host
+    work_seed = geo.work(grad_seed) if need_seed else grad_seed
+    partials = host.new_empty(geo.grid if need_coef else (0,), dtype=compute_dtype(host.dtype))
+    h = in_layout(host, geo.strides) if need_coef else host
+    s = in_layout(seed, geo.strides) if need_coef else host
+    _bwd_kernel[geo.grid](
+        in_layout(grad, geo.strides), h, s, *_flat(alpha, gate),
+        work_host if need_host else h, work_seed if need_seed else h, partials if need_coef else h,
+        geo.inner, geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
+        GATE_PS=gate is not None and gate.numel() > 1,
+        NEED_HOST=need_host, NEED_SEED=need_seed, NEED_COEF=need_coef,
+        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+    )
+    if geo.staged:
+        if need_host:
+            grad_host.copy_(work_host)
+        if need_seed:
+            grad_seed.copy_(work_seed)
+    grad_alpha, grad_gate = finish_triton(
+        partials, geo.outer, geo.blocks_per_sample, alpha, gate, need_alpha, need_gate
+    )
+    return grad_host, grad_seed, grad_alpha, grad_gate
+
+
+def _zero_coef_grads(alpha, gate, need_alpha, need_gate):
+    grad_alpha = torch.zeros_like(alpha) if need_alpha else alpha.new_empty((0,))
+    other = gate if gate is not None else alpha
+    grad_gate = torch.zeros_like(gate) if need_gate and gate is not None else other.new_empty((0,))
+    return grad_alpha, grad_gate
+
+
+# ---- PyTorch path (CPU without the Triton interpreter, and devices without Triton) ----
+
+
+def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
+    c = compute_dtype(host.dtype)
+    w = broadcast_view(alpha, host.dim(), c).clamp(0, 1)
+    if gate is not None:
+        w = (w * broadcast_view(gate, host.dim(), c).clamp(0, 1)).clamp(0, 1)
+    return w
+
+
+def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
+    c = compute_dtype(host.dtype)
+    y = torch.lerp(host.to(c), seed.to(host.dtype).to(c), _weight_torch(host, alpha, gate))
+    return torch.empty_like(host).copy_(y)
+
+
+def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
+               need_gate):
+    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
+    c = compute_dtype(host.dtype)
+    w = _weight_torch(host, alpha, gate)
+    g = grad.to(c)
+    if need_host:
+        grad_host.copy_(g * (1 - w))
+    if need_seed:
+        grad_seed.copy_((g * w).to(host.dtype))
+    grad_alpha, grad_gate = _zero_coef_grads(alpha, gate, False, False)
+    if need_alpha or need_gate:
+        d = g * (seed.to(host.dtype).to(c) - host.to(c))
+        sums = per_sample_sum(d, _per_sample(alpha, gate))
+        grad_alpha, grad_gate = finish_torch(sums, alpha, gate, need_alpha, need_gate)
+    return grad_host, grad_seed, grad_alpha, grad_gate
+
+
+# ---- registration: fakes mirror the launchers' allocations exactly ----
+
+torch.library.define(
+    "esper_slot::blend_lerp_fwd", "(Tensor host, Tensor seed, Tensor alpha, Tensor? gate) -> Tensor"
+)
+torch.library.define(
+    "esper_slot::blend_lerp_bwd",
+    "(Tensor grad, Tensor host, Tensor? seed, Tensor alpha, Tensor? gate, ScalarType seed_dtype, "
+    "bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+)
+torch.library.impl("esper_slot::blend_lerp_fwd", "CompositeExplicitAutograd", _fwd_torch)
+torch.library.impl("esper_slot::blend_lerp_bwd", "CompositeExplicitAutograd", _bwd_torch)
+if HAS_TRITON:
+    for _key in ("CUDA", "CPU") if INTERPRET else ("CUDA",):
+        torch.library.impl("esper_slot::blend_lerp_fwd", _key, _fwd_triton)
+        torch.library.impl("esper_slot::blend_lerp_bwd", _key, _bwd_triton)
+
+
+@torch.library.register_fake("esper_slot::blend_lerp_fwd")
+def _fwd_fake(host, seed, alpha, gate):
+    return torch.empty_like(host)
+
+
+@torch.library.register_fake("esper_slot::blend_lerp_bwd")
+def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
+              need_gate):
+    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
+    grad_alpha = alpha.new_empty(alpha.shape if need_alpha else (0,))
+    other = gate if gate is not None else alpha
+    grad_gate = other.new_empty(gate.shape if need_gate and gate is not None else (0,))
+    return grad_host, grad_seed, grad_alpha, grad_gate
+
+
+blend_lerp_fwd = torch.ops.esper_slot.blend_lerp_fwd.default
+blend_lerp_bwd = torch.ops.esper_slot.blend_lerp_bwd.default
+
+
+class BlendLerp(torch.autograd.Function):
+    """Autograd boundary of blend_add / blend_gate (gate=None for blend_add)."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, gate):
+        ctx.seed_dtype = seed.dtype
+        ctx.has_gate = gate is not None
+        need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
+        # Inputs only, never fresh tensors; seed only when dL/de is needed.
+        ctx.save_for_backward(host, seed if need_coef else None, alpha, gate)
+        return blend_lerp_fwd(host, seed, alpha, gate)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, gate = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_gate = ctx.needs_input_grad
+        need_gate = need_gate and ctx.has_gate
+        grad_host, grad_seed, grad_alpha, grad_gate = blend_lerp_bwd(
+            grad, host, seed, alpha, gate, ctx.seed_dtype,
+            need_host, need_seed, need_alpha, need_gate,
+        )
+        return (
+            grad_host if need_host else None,
+            grad_seed if need_seed else None,
+            grad_alpha if need_alpha else None,
+            grad_gate if need_gate else None,
+        )
+
+
+def blend_add(host: Tensor, seed: Tensor, alpha: Tensor) -> Tensor:
+    """``host + a (seed - host)`` with ``a = clamp(alpha, 0, 1)``, computed like torch.lerp.
+
+    Args:
+        host: floating tensor, any shape and dense layout; sets the output's dtype/shape/layout.
+        seed: same shape and device as host; cast to host's dtype.
+        alpha: 0-d, [1], or per-sample [B, 1, ..., 1] floating tensor on host's device.
+    Returns:
+        y, exactly host where a = 0 and exactly seed (cast) where a = 1.
+    Gradients reach host, seed and alpha (alpha's summed over its broadcast dims and passed
+    through clamp as torch.clamp does).
+    """
+    check_pair("blend_add", host, seed, "seed")
+    check_coefficient("blend_add", host, alpha, "alpha")
+    return BlendLerp.apply(*distinct(host, seed, alpha), None)
+
+
+def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor) -> Tensor:
+    """``host + e (seed - host)`` with ``e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)``.
+
+    alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
+    Gradients reach host, seed, alpha and gate."""
+    check_pair("blend_gate", host, seed, "seed")
+    check_coefficient("blend_gate", host, alpha, "alpha")
+    check_coefficient("blend_gate", host, gate, "gate")
+    return BlendLerp.apply(*distinct(host, seed, alpha, gate))

@@ -1,0 +1,283 @@
+"""blend_multiply: ``y = host (1 + a tanh(seed - seed_input))`` with ``a = clamp(alpha, 0, 1)``.
+
+seed and seed_input are cast to host's dtype. With t = tanh(seed - seed_input) and g = dL/dy:
+    dL/dhost = g (1 + a t)     dL/dseed = g host a (1 - t^2)     dL/dseed_input = -dL/dseed
+    dL/da summed per sample: S_b = sum(g host t), then alpha's clamp rule (_coef_grad).
+When seed_input is host itself (no gradient isolation), autograd adds the two host terms.
+Backward recomputes t from the inputs: nothing input-sized is saved beyond the inputs.
+
+Registered ops (one boundary per call): esper_slot::blend_multiply_fwd / blend_multiply_bwd.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ._backend import HAS_TRITON, INTERPRET
+from ._checks import check_coefficient, check_pair, distinct
+from ._coef_grad import finish_torch, finish_triton
+from ._layout import broadcast_view, compute_dtype, geometry, in_layout, is_dense, per_sample_sum
+
+if HAS_TRITON:
+    import triton
+    import triton.language as tl
+
+    from ._jit import block_offsets, load_coef, tanh
+
+    @triton.jit
+    def _fwd_kernel(
+        host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, out_ptr,
+        inner, blocks_per_sample,
+        ALPHA_PS: tl.constexpr, TIED: tl.constexpr,
+        F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    ):
+        C: tl.constexpr = tl.float64 if F64 else tl.float32
+        T = out_ptr.dtype.element_ty
+        offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
+        a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
+        # Reads host, seed and (unless TIED: it holds host's values) seed_input once each, cast
+        # to host's dtype; writes y once.
+        h = tl.load(host_ptr + offs, mask=mask).to(C)
+        s = tl.load(seed_ptr + offs, mask=mask).to(T).to(C)
+        s_in = h if TIED else tl.load(seed_input_ptr + offs, mask=mask).to(T).to(C)
+        tl.store(out_ptr + offs, h * (1.0 + a * tanh(s - s_in)), mask=mask)
+
+    @triton.jit
+    def _bwd_kernel(
+        grad_ptr, host_ptr, seed_ptr, seed_input_ptr, alpha_ptr,
+        grad_host_ptr, grad_seed_ptr, grad_seed_input_ptr, partial_ptr,
+        inner, blocks_per_sample,
+        ALPHA_PS: tl.constexpr, TIED: tl.constexpr, TIED_GRAD: tl.constexpr,
+        NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
+        NEED_SEED_INPUT: tl.constexpr, NEED_ALPHA: tl.constexpr,
+        F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    ):
+        C: tl.constexpr = tl.float64 if F64 else tl.float32
+        T = host_ptr.dtype.element_ty
+        offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
+        a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
+        # Reads g, host, seed, seed_input (host's values when TIED) once; writes only the
+        # gradients asked for.
+        g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
+        h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
+        s = tl.load(seed_ptr + offs, mask=mask, other=0.0).to(T).to(C)
+        s_in = h if TIED else tl.load(seed_input_ptr + offs, mask=mask, other=0.0).to(T).to(C)
+        t = tanh(s - s_in)
+        d_seed = g * h * a * (1.0 - t * t)
+        if NEED_HOST:  # TIED_GRAD: seed_input is host itself, so its -d_seed joins host's
+            d_host = g * (1.0 + a * t)
+            if TIED_GRAD:
+                d_host = d_host - d_seed
+            tl.store(grad_host_ptr + offs, d_host, mask=mask)
+        if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
+            tl.store(grad_seed_ptr + offs, d_seed.to(T), mask=mask)
+        if NEED_SEED_INPUT:
+            tl.store(grad_seed_input_ptr + offs, (-d_seed).to(T), mask=mask)
+        if NEED_ALPHA:
+            tl.store(partial_ptr + tl.program_id(0), tl.sum(g * h * t, axis=0))
+
+
+def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
+    out = torch.empty_like(host)
+    if out.numel() == 0:
+        return out
+    geo = geometry(out, alpha.numel() > 1)
+    work = geo.work(out)
+    h = in_layout(host, geo.strides)
+    _fwd_kernel[geo.grid](
+        h, in_layout(seed, geo.strides),
+        h if seed_input is None else in_layout(seed_input, geo.strides), alpha.reshape(-1), work,
+        geo.inner, geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, F64=host.dtype == torch.float64,
+        BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps,
+    )
+    if geo.staged:
+        out.copy_(work)
+    return out
+
+
+def _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input):
+    def like_host(needed: bool, dtype: torch.dtype) -> Tensor:
+        return torch.empty_like(host, dtype=dtype) if needed else host.new_empty((0,), dtype=dtype)
+
+    need_seed_input = need_seed_input and seed_input is not None
+    return (
+        like_host(need_host, host.dtype),
+        like_host(need_seed, seed.dtype),
+        alpha.new_empty(alpha.shape if need_alpha else (0,)),
+        like_host(need_seed_input, (seed_input if need_seed_input else host).dtype),
+    )
+
+
+def _bwd_triton(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
+                need_seed_input):
+    grads = _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
+                         need_seed_input)
+    grad_host, grad_seed, grad_alpha, grad_seed_input = grads
+    need_seed_input = need_seed_input and seed_input is not None
+    if host.numel() == 0:
+        if need_alpha:
+            grad_alpha.zero_()
+        return grads
+    ref = host if is_dense(host) else torch.empty_like(host)
+    geo = geometry(ref, alpha.numel() > 1)
+    work_host, work_seed, work_seed_input = (
+        geo.work(t) if needed else t
+        for t, needed in ((grad_host, need_host), (grad_seed, need_seed),
+                          (grad_seed_input, need_seed_input))
+    )
+    partials = host.new_empty(geo.grid if need_alpha else (0,), dtype=compute_dtype(host.dtype))
+    h = in_layout(host, geo.strides)
+    _bwd_kernel[geo.grid](
+        in_layout(grad, geo.strides), h, in_layout(seed, geo.strides),
+        h if seed_input is None else in_layout(seed_input, geo.strides), alpha.reshape(-1),
+        work_host if need_host else h, work_seed if need_seed else h,
+        work_seed_input if need_seed_input else h, partials if need_alpha else h,
+        geo.inner, geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, TIED_GRAD=tied_grad,
+        NEED_HOST=need_host, NEED_SEED=need_seed,
+        NEED_SEED_INPUT=need_seed_input, NEED_ALPHA=need_alpha,
+        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+    )
+    if geo.staged:
+        for final, work, needed in ((grad_host, work_host, need_host),
+                                    (grad_seed, work_seed, need_seed),
+                                    (grad_seed_input, work_seed_input, need_seed_input)):
+            if needed:
+                final.copy_(work)
+    if need_alpha:
+        grad_alpha, _ = finish_triton(partials, geo.outer, geo.blocks_per_sample, alpha, None,
+                                      True, False)
+    return grad_host, grad_seed, grad_alpha, grad_seed_input
+
+
+# ---- PyTorch path (CPU without the Triton interpreter, and devices without Triton) ----
+
+
+def _tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor:
+    c = compute_dtype(host.dtype)
+    s_in = host if seed_input is None else seed_input
+    return torch.tanh(seed.to(host.dtype).to(c) - s_in.to(host.dtype).to(c))
+
+
+def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
+    a = broadcast_view(alpha, host.dim(), compute_dtype(host.dtype)).clamp(0, 1)
+    t = _tanh_torch(host, seed, seed_input)
+    return torch.empty_like(host).copy_(host.to(t.dtype) * (1 + a * t))
+
+
+def _bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
+               need_seed_input):
+    grads = _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
+                         need_seed_input)
+    grad_host, grad_seed, grad_alpha, grad_seed_input = grads
+    t = _tanh_torch(host, seed, seed_input)
+    a = broadcast_view(alpha, host.dim(), t.dtype).clamp(0, 1)
+    g, h = grad.to(t.dtype), host.to(t.dtype)
+    d_seed = g * h * a * (1 - t * t)
+    if need_host:
+        grad_host.copy_(g * (1 + a * t) - d_seed if tied_grad else g * (1 + a * t))
+    if need_seed:
+        grad_seed.copy_(d_seed.to(host.dtype))
+    if need_seed_input and seed_input is not None:
+        grad_seed_input.copy_((-d_seed).to(host.dtype))
+    if need_alpha:
+        sums = per_sample_sum(g * h * t, alpha.numel() > 1)
+        grad_alpha, _ = finish_torch(sums, alpha, None, True, False)
+    return grad_host, grad_seed, grad_alpha, grad_seed_input
+
+
+# ---- registration: fakes mirror the launchers' allocations exactly ----
+# seed_input=None means "host's values" (read once); tied_grad adds seed_input's gradient to
+# host's, for the case where seed_input is host itself.
+
+torch.library.define(
+    "esper_slot::blend_multiply_fwd",
+    "(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input) -> Tensor",
+)
+torch.library.define(
+    "esper_slot::blend_multiply_bwd",
+    "(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, bool tied_grad, "
+    "bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+)
+torch.library.impl("esper_slot::blend_multiply_fwd", "CompositeExplicitAutograd", _fwd_torch)
+torch.library.impl("esper_slot::blend_multiply_bwd", "CompositeExplicitAutograd", _bwd_torch)
+if HAS_TRITON:
+    for _key in ("CUDA", "CPU") if INTERPRET else ("CUDA",):
+        torch.library.impl("esper_slot::blend_multiply_fwd", _key, _fwd_triton)
+        torch.library.impl("esper_slot::blend_multiply_bwd", _key, _bwd_triton)
+
+
+@torch.library.register_fake("esper_slot::blend_multiply_fwd")
+def _fwd_fake(host, seed, alpha, seed_input):
+    return torch.empty_like(host)
+
+
+@torch.library.register_fake("esper_slot::blend_multiply_bwd")
+def _bwd_fake(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
+              need_seed_input):
+    return _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
+                        need_seed_input)
+
+
+blend_multiply_fwd = torch.ops.esper_slot.blend_multiply_fwd.default
+blend_multiply_bwd = torch.ops.esper_slot.blend_multiply_bwd.default
+
+
+class BlendMultiply(torch.autograd.Function):
+    """Autograd boundary of blend_multiply; saves its inputs and nothing else.
+
+    seed_input=None: seed_input holds host's values, read once; ``tied_grad`` says whether its
+    gradient flows into host (seed_input is host itself) or nowhere (host.detach())."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad):
+        ctx.tied_grad = tied_grad
+        ctx.save_for_backward(host, seed, alpha, seed_input)
+        return blend_multiply_fwd(host, seed, alpha, seed_input)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, seed_input = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
+        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, ctx.tied_grad,
+                                   need_host, need_seed, need_alpha, need_seed_input)
+        needs = (need_host, need_seed, need_alpha, need_seed_input)
+        return (*(g if needed else None for g, needed in zip(grads, needs)), None)
+
+
+def _check(op, host, seed, alpha):
+    check_pair(op, host, seed, "seed")
+    check_coefficient(op, host, alpha, "alpha")
+    return distinct(host, seed, alpha)
+
+
+def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor) -> Tensor:
+    """``host (1 + a tanh(seed - seed_input))`` with ``a = clamp(alpha, 0, 1)``.
+
+    Args:
+        host: floating tensor, any shape and dense layout; sets the output's dtype/shape/layout.
+        seed: the seed's output, host's shape and device; cast to host's dtype.
+        alpha: 0-d, [1], or per-sample [B, 1, ..., 1] floating tensor on host's device.
+        seed_input: what the seed was fed, host's shape and device; cast to host's dtype.
+            At seed == seed_input, y == host. Passing host itself reads it once.
+    Gradients reach host, seed, alpha and seed_input (into host when it is host).
+    """
+    check_pair("blend_multiply", host, seed_input, "seed_input")
+    tied = seed_input is host
+    host, seed, alpha = _check("blend_multiply", host, seed, alpha)
+    if tied:
+        return BlendMultiply.apply(host, seed, alpha, None, True)
+    return BlendMultiply.apply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False)
+
+
+def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor) -> Tensor:
+    """``blend_multiply(host, seed, alpha, host.detach())``, reading host once.
+
+    For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.
+    """
+    return BlendMultiply.apply(*_check("blend_multiply", host, seed, alpha), None, False)

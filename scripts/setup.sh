@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv (once) with the CPU build of torch and everything the project needs.
+# Idempotent: re-runs pip only when this file or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+stamp="$VENV/.esper-slot-setup"
+want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+# Pinned first: this exact version is a local CPU wheel here, while an unpinned torch would pull
+# several GB of CUDA packages.
+"$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+echo "$want" > "$stamp"
