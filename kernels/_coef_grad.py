@@ -23,6 +23,8 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
+    from ._jit import store
+
     @triton.jit
     def _clamp_rule(raw, grad):
         return tl.where((raw >= 0.0) & (raw <= 1.0), grad, 0.0)
@@ -65,18 +67,18 @@ if HAS_TRITON:
                 d_gate = s * tl.clamp(alpha_raw, 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL)
                 if NEED_GATE:
                     if GATE_PER_SAMPLE:
-                        tl.store(grad_gate_ptr + b, _clamp_rule(gate_raw, d_gate))
+                        store(grad_gate_ptr, b, _clamp_rule(gate_raw, d_gate), True)
                     else:
                         acc_gate += d_gate
             if NEED_ALPHA:
                 if ALPHA_PER_SAMPLE:
-                    tl.store(grad_alpha_ptr + b, _clamp_rule(alpha_raw, d_alpha))
+                    store(grad_alpha_ptr, b, _clamp_rule(alpha_raw, d_alpha), True)
                 else:
                     acc_alpha += d_alpha
         if NEED_ALPHA and not ALPHA_PER_SAMPLE:
-            tl.store(grad_alpha_ptr, _clamp_rule(tl.load(alpha_ptr).to(C), acc_alpha))
+            store(grad_alpha_ptr, 0, _clamp_rule(tl.load(alpha_ptr).to(C), acc_alpha), True)
         if HAS_GATE and NEED_GATE and not GATE_PER_SAMPLE:
-            tl.store(grad_gate_ptr, _clamp_rule(tl.load(gate_ptr).to(C), acc_gate))
+            store(grad_gate_ptr, 0, _clamp_rule(tl.load(gate_ptr).to(C), acc_gate), True)
 
 
 def finish_triton(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from ._backend import INTERPRET
+
 
 @triton.jit
 def block_offsets(inner, blocks_per_sample, BLOCK: tl.constexpr, USE_INT64: tl.constexpr):
@@ -36,3 +38,34 @@ def tanh(x):
     e = tl.exp(-2.0 * tl.abs(x))
     t = (1.0 - e) / (1.0 + e)
     return tl.where(x < 0.0, -t, t)
+
+
+# Triton's interpreter turns float32 into bfloat16 by truncation (and float64 into bfloat16 not at
+# all correctly), while CUDA rounds to nearest even. Under the interpreter, round explicitly so
+# CPU CI sees the same bits as the GPU.
+_EXACT_BF16 = tl.constexpr(INTERPRET)
+
+
+@triton.jit
+def cast(x, DTYPE: tl.constexpr):
+    """x.to(DTYPE), rounding to nearest even on every backend."""
+    if _EXACT_BF16 and DTYPE == tl.bfloat16:
+        x32 = x.to(tl.float32)
+        bits = x32.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        rounded = (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+        return tl.where(x32 != x32, x32.to(tl.bfloat16), rounded)
+    else:
+        return x.to(DTYPE)
+
+
+@triton.jit
+def load_as(ptr, offs, mask, T: tl.constexpr, C: tl.constexpr):
+    """Load, round to T (host's dtype: the contract casts seed/seed_input first), widen to C."""
+    return cast(tl.load(ptr + offs, mask=mask, other=0.0), T).to(C)
+
+
+@triton.jit
+def store(ptr, offs, value, mask):
+    """Store value rounded to the pointer's element type."""
+    tl.store(ptr + offs, cast(value, ptr.dtype.element_ty), mask=mask)

@@ -25,7 +25,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, lerp, load_coef
+    from ._jit import block_offsets, cast, lerp, load_as, load_coef, store
 
     @triton.jit
     def _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C):
@@ -47,9 +47,10 @@ if HAS_TRITON:
         w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
         # Reads host and seed once (seed rounded to host's dtype, as the contract casts it first),
         # writes y once.
+        T = out_ptr.dtype.element_ty
         h = tl.load(host_ptr + offs, mask=mask).to(C)
-        s = tl.load(seed_ptr + offs, mask=mask).to(out_ptr.dtype.element_ty).to(C)
-        tl.store(out_ptr + offs, lerp(h, s, w), mask=mask)
+        s = load_as(seed_ptr, offs, mask, T, C)
+        store(out_ptr, offs, lerp(h, s, w), mask)
 
     @triton.jit
     def _bwd_kernel(
@@ -63,14 +64,15 @@ if HAS_TRITON:
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
         w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
+        T = host_ptr.dtype.element_ty
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if NEED_HOST:
-            tl.store(grad_host_ptr + offs, g * (1.0 - w), mask=mask)
+            store(grad_host_ptr, offs, g * (1.0 - w), mask)
         if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
-            tl.store(grad_seed_ptr + offs, (g * w).to(host_ptr.dtype.element_ty), mask=mask)
+            store(grad_seed_ptr, offs, cast(g * w, T), mask)
         if NEED_COEF:  # host and seed are read only for dL/de; one partial sum per program
             h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
-            s = tl.load(seed_ptr + offs, mask=mask, other=0.0).to(host_ptr.dtype.element_ty).to(C)
+            s = load_as(seed_ptr, offs, mask, T, C)
             tl.store(partial_ptr + tl.program_id(0), tl.sum(g * (s - h), axis=0))
 
 

@@ -23,7 +23,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, load_coef, tanh
+    from ._jit import block_offsets, cast, load_as, load_coef, store, tanh
 
     @triton.jit
     def _fwd_kernel(
@@ -39,9 +39,9 @@ if HAS_TRITON:
         # Reads host, seed and (unless TIED: it holds host's values) seed_input once each, cast
         # to host's dtype; writes y once.
         h = tl.load(host_ptr + offs, mask=mask).to(C)
-        s = tl.load(seed_ptr + offs, mask=mask).to(T).to(C)
-        s_in = h if TIED else tl.load(seed_input_ptr + offs, mask=mask).to(T).to(C)
-        tl.store(out_ptr + offs, h * (1.0 + a * tanh(s - s_in)), mask=mask)
+        s = load_as(seed_ptr, offs, mask, T, C)
+        s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
+        store(out_ptr, offs, h * (1.0 + a * tanh(s - s_in)), mask)
 
     @triton.jit
     def _bwd_kernel(
@@ -61,19 +61,19 @@ if HAS_TRITON:
         # gradients asked for.
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
-        s = tl.load(seed_ptr + offs, mask=mask, other=0.0).to(T).to(C)
-        s_in = h if TIED else tl.load(seed_input_ptr + offs, mask=mask, other=0.0).to(T).to(C)
+        s = load_as(seed_ptr, offs, mask, T, C)
+        s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
         t = tanh(s - s_in)
         d_seed = g * h * a * (1.0 - t * t)
         if NEED_HOST:  # TIED_GRAD: seed_input is host itself, so its -d_seed joins host's
             d_host = g * (1.0 + a * t)
             if TIED_GRAD:
                 d_host = d_host - d_seed
-            tl.store(grad_host_ptr + offs, d_host, mask=mask)
+            store(grad_host_ptr, offs, d_host, mask)
         if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
-            tl.store(grad_seed_ptr + offs, d_seed.to(T), mask=mask)
+            store(grad_seed_ptr, offs, cast(d_seed, T), mask)
         if NEED_SEED_INPUT:
-            tl.store(grad_seed_input_ptr + offs, (-d_seed).to(T), mask=mask)
+            store(grad_seed_input_ptr, offs, cast(-d_seed, T), mask)
         if NEED_ALPHA:
             tl.store(partial_ptr + tl.program_id(0), tl.sum(g * h * t, axis=0))
 

@@ -1,0 +1,87 @@
+"""Forward values and every gradient against the reference formulas (tests/reference.py) in
+float32, bfloat16 and float16, on shapes that span several kernel blocks with ragged tails."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.cases import OPS, make_case
+
+SHAPES = [(4, 8, 16, 16), (3, 5, 7, 11), (6, 33, 40), (257, 65)]
+DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def tolerance(dtype: torch.dtype, terms: int = 1) -> dict:
+    """Against a float64 oracle: ours rounds a float32 (or float64) computation once to ``dtype``,
+    so one unit of ``dtype``'s precision bounds the relative error. A coefficient gradient is a
+    sum of ``terms`` float32 values: its rounding error grows like sqrt(terms)."""
+    eps = torch.finfo(dtype).eps
+    if dtype == torch.float32:
+        eps = 4 * eps  # a few float32 operations before the single rounding
+    return {"rtol": eps, "atol": 1e-5 * terms**0.5}
+
+
+def forward_backward(fn, args, grad):
+    y = fn(*args)
+    grads = torch.autograd.grad(y, [a for a in args if a.requires_grad], grad)
+    return y, grads
+
+
+def oracle(case, grad):
+    """The reference in float64 on the same values (seed and seed_input first cast to host's
+    dtype, as the contract says)."""
+    host_dtype = case.args[0].dtype
+    args = tuple(
+        (a if i in (0, 2, 3) and not (i == 3 and case.op == "multiply") else a.to(host_dtype))
+        .detach().double().requires_grad_(a.requires_grad)
+        for i, a in enumerate(case.args)
+    )
+    return forward_backward(case.ref, args, grad.double())
+
+
+def assert_matches_oracle(case, grad):
+    y, grads = forward_backward(case.ours, case.args, grad)
+    y_ref, grads_ref = oracle(case, grad)
+    host = case.args[0]
+    assert y.dtype == host.dtype and y.shape == host.shape
+    torch.testing.assert_close(y.double(), y_ref, **tolerance(host.dtype))
+    for arg, g, g_ref in zip(case.args, grads, grads_ref):
+        assert g.dtype == arg.dtype and g.shape == arg.shape
+        terms = y.numel() // arg.numel()  # > 1 for alpha/gate: a sum over broadcast dims
+        # A gradient is rounded to host's dtype, then (seed) to its own.
+        worst = max((host.dtype, arg.dtype), key=lambda d: torch.finfo(d).eps)
+        torch.testing.assert_close(g.double(), g_ref, **tolerance(worst, terms))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("alpha", ["scalar", "per_sample"])
+@pytest.mark.parametrize("op", OPS)
+def test_matches_reference(op, alpha, shape, dtype, device):
+    case = make_case(op, shape, dtype, device, alpha=alpha,
+                     gate="scalar" if alpha == "per_sample" else "per_sample")
+    assert_matches_oracle(case, torch.randn(shape, dtype=dtype, device=device))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_mixed_dtypes_cast_to_host(op, device):
+    """A float32 seed (and seed_input) with a bfloat16 host: values are cast to bfloat16 first,
+    the output is bfloat16, and seed's gradient comes back in float32."""
+    shape = (4, 6, 8)
+    case = make_case(op, shape, torch.bfloat16, device, alpha="per_sample",
+                     seed_dtype=torch.float32)
+    assert case.args[1].dtype == torch.float32
+    assert_matches_oracle(case, torch.randn(shape, dtype=torch.bfloat16, device=device))
+
+
+def test_alpha_gradient_skipped_when_not_required(device):
+    """alpha as a plain buffer (the slot's case): no alpha gradient, host/seed still exact."""
+    case = make_case("add", (4, 8, 8), torch.float32, device, alpha="scalar")
+    host, seed, alpha = case.args
+    alpha = alpha.detach()
+    grad = torch.randn(host.shape, device=device)
+    y, (g_host, g_seed) = forward_backward(case.ours, (host, seed, alpha), grad)
+    a = alpha.clamp(0, 1)
+    torch.testing.assert_close(g_host, grad * (1 - a))
+    torch.testing.assert_close(g_seed, grad * a)
