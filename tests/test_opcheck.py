@@ -1,0 +1,57 @@
+"""torch.library.opcheck of the registered ops (schema, fake tensors, AOT dispatch with dynamic
+shapes) on compact, channels_last and permuted inputs. The ops are called the way the
+autograd.Functions call them: inputs that need no gradient (the Functions own autograd)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.blend_lerp import blend_lerp_bwd, blend_lerp_fwd
+from kernels.blend_multiply import blend_multiply_bwd, blend_multiply_fwd
+from tests.cases import layout
+
+UTILS = ("test_schema", "test_autograd_registration", "test_faketensor",
+         "test_aot_dispatch_dynamic")
+LAYOUTS = [("contiguous", "contiguous"), ("channels_last", "channels_last"),
+           ("permuted", "permuted"), ("channels_last", "contiguous")]
+
+
+def tensors(host_layout, seed_layout, device, dtype=torch.float32, per_sample=True):
+    shape = (3, 4, 5, 2)
+    host = layout(torch.randn(shape, dtype=dtype), host_layout).to(device)
+    seed = layout(torch.randn(shape), seed_layout).to(device)  # float32: cast in the kernel
+    coef_shape = (3, 1, 1, 1) if per_sample else ()
+    alpha = torch.rand(coef_shape, device=device)
+    gate = torch.rand(3, 1, 1, 1, device=device)
+    grad = layout(torch.randn(shape, dtype=dtype), seed_layout).to(device)
+    return host, seed, alpha, gate, grad
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("host_layout,seed_layout", LAYOUTS)
+def test_opcheck_lerp(host_layout, seed_layout, per_sample, device):
+    host, seed, alpha, gate, grad = tensors(host_layout, seed_layout, device, torch.bfloat16,
+                                            per_sample)
+    for g in (None, gate):
+        torch.library.opcheck(blend_lerp_fwd, (host, seed, alpha, g), test_utils=UTILS)
+    for needs in [(True, True, True, True), (True, True, False, False), (False, True, True, False)]:
+        torch.library.opcheck(
+            blend_lerp_bwd, (grad, host, seed, alpha, gate, seed.dtype, *needs), test_utils=UTILS)
+    # seed not kept when no coefficient needs a gradient
+    torch.library.opcheck(blend_lerp_bwd, (grad, host, None, alpha, None, seed.dtype,
+                                           True, True, False, False), test_utils=UTILS)
+
+
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("host_layout,seed_layout", LAYOUTS)
+def test_opcheck_multiply(host_layout, seed_layout, per_sample, device):
+    host, seed, alpha, _, grad = tensors(host_layout, seed_layout, device, torch.float32,
+                                         per_sample)
+    seed_input = seed * 0.5
+    for s_in in (seed_input, None):
+        torch.library.opcheck(blend_multiply_fwd, (host, seed, alpha, s_in), test_utils=UTILS)
+    for s_in, tied in ((seed_input, False), (None, True), (None, False)):
+        for needs in [(True, True, True, True), (False, True, False, False)]:
+            torch.library.opcheck(blend_multiply_bwd,
+                                  (grad, host, seed, alpha, s_in, tied, *needs), test_utils=UTILS)

@@ -1,0 +1,63 @@
+"""What each operator keeps for backward: its inputs only (never a fresh input-sized tensor),
+and nothing it does not need."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import kernels
+from tests.cases import make_case
+
+
+def saved_during(fn, *args):
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn(*args)
+    return y, saved
+
+
+def storage(t):
+    return t.untyped_storage().data_ptr()
+
+
+# (op, input-sized tensors saved, coefficient tensors saved), all coefficients requiring grad
+EXPECTED = [("ste", 0, 0), ("add", 2, 1), ("gate", 2, 2), ("multiply", 3, 1),
+            ("multiply_tied", 2, 1), ("multiply_detached", 2, 1)]
+
+
+@pytest.mark.parametrize("op,large,small", EXPECTED)
+def test_saves_only_inputs(op, large, small, device):
+    case = make_case(op, (4, 8, 6, 6), torch.bfloat16, device, alpha="per_sample")
+    y, saved = saved_during(case.ours, *case.args)
+    saved = [t for t in saved if t is not None]
+    inputs = {storage(a) for a in case.args}
+    assert all(storage(t) in inputs for t in saved), "a fresh tensor was saved for backward"
+    assert sum(t.numel() == y.numel() for t in saved) == large
+    assert sum(t.numel() < y.numel() for t in saved) == small
+
+
+def test_add_with_buffer_alpha_does_not_keep_seed(device):
+    """The slot's alpha is a buffer: backward needs only g and alpha, so the seed's output is not
+    kept alive for it (host is, as the layout reference; it is alive anyway as the seed's input)."""
+    host = torch.randn(4, 8, device=device, requires_grad=True)
+    seed = torch.randn(4, 8, device=device, requires_grad=True)
+    alpha = torch.tensor(0.4, device=device)
+    _, saved = saved_during(kernels.blend_add, host, seed, alpha)
+    kept = {storage(t) for t in saved if t is not None}
+    assert storage(seed) not in kept and storage(host) in kept
+
+
+def test_eager_formula_keeps_more(device):
+    """For contrast: esper-lite's multiply formula keeps extra input-sized tensors."""
+    case = make_case("multiply", (4, 8, 6, 6), torch.float32, device, alpha="per_sample")
+    h, s, a, s_in = case.args
+    _, saved = saved_during(lambda: h * (1 + a.clamp(0, 1) * torch.tanh(s - s_in)))
+    inputs = {storage(x) for x in case.args}
+    fresh = [t for t in saved if t.numel() == h.numel() and storage(t) not in inputs]
+    assert len(fresh) >= 2
