@@ -22,9 +22,16 @@ try:
     import triton.language  # noqa: F401
 
     HAS_TRITON = True
-except ImportError:  # e.g. macOS or Windows CPU installs: the PyTorch path still works
+except ImportError as err:  # e.g. macOS or Windows CPU installs: the PyTorch path still works
+    if INTERPRET:  # asked for the interpreter explicitly: never fall back silently
+        raise ImportError(
+            f"TRITON_INTERPRET=1 asks for Triton's interpreter, but triton could not be imported "
+            f"({err}); install triton and numpy (the interpreter needs it), or unset "
+            "TRITON_INTERPRET to use the PyTorch path"
+        ) from err
     HAS_TRITON = False
-    logger.debug("triton is not importable; every device uses the PyTorch path")
+    log = logger.warning if torch.cuda.is_available() else logger.debug
+    log("triton is not importable (%s); every device, CUDA included, uses the PyTorch path", err)
 
 
 def active_backend(device: torch.device | str) -> str:
