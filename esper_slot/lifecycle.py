@@ -1,0 +1,74 @@
+"""The slot lifecycle: stages, blend modes, legal transitions, and the alpha ramp.
+
+    DORMANT ──germinate──▶ TRAINING ──start_blending──▶ BLENDING ──fossilize──▶ FOSSILIZED
+       ▲                      │                             │
+       └──── germinate ── PRUNED ◀────────── prune ─────────┘
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+
+
+class Stage(enum.Enum):
+    DORMANT = "DORMANT"  # no seed: output is host
+    TRAINING = "TRAINING"  # incubator: output is host (ste), the seed learns
+    BLENDING = "BLENDING"  # output blends host and seed, alpha ramps 0 -> 1
+    FOSSILIZED = "FOSSILIZED"  # alpha = 1 for good; the seed is permanent
+    PRUNED = "PRUNED"  # seed removed: output is host again
+
+
+class BlendMode(enum.Enum):
+    ADD = "ADD"  # kernels.blend_add
+    MULTIPLY = "MULTIPLY"  # kernels.blend_multiply
+    GATE = "GATE"  # kernels.blend_gate, with a per-sample gate network
+
+
+class LifecycleError(RuntimeError):
+    """A lifecycle method was called in a stage that does not allow it."""
+
+
+# Stages that run the seed, and so train it: the grad-flow check expects gradients there.
+SEED_STAGES = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.FOSSILIZED})
+
+ALLOWED_FROM = {
+    "germinate": (Stage.DORMANT, Stage.PRUNED),
+    "start_blending": (Stage.TRAINING,),
+    "step": (Stage.BLENDING,),
+    "set_alpha": (Stage.BLENDING,),
+    "fossilize": (Stage.BLENDING,),
+    "prune": (Stage.TRAINING, Stage.BLENDING),
+}
+
+
+def require_stage(action: str, stage: Stage, slot_name: str) -> None:
+    allowed = ALLOWED_FROM[action]
+    if stage not in allowed:
+        names = " or ".join(s.name for s in allowed)
+        hint = {
+            "germinate": "prune() the current seed first (a FOSSILIZED seed is permanent)",
+            "prune": "a FOSSILIZED seed is permanent; a slot without a seed has nothing to prune",
+        }.get(action, f"call it in stage {names}")
+        raise LifecycleError(
+            f"{slot_name}.{action}() needs stage {names}, but the slot is {stage.name}: {hint}"
+        )
+
+
+CURVES = ("linear", "sigmoid")
+_SIGMOID_STEEPNESS = 10.0
+
+
+def ramp_alpha(step: int, steps: int, curve: str) -> float:
+    """alpha after ``step`` of ``steps`` ramp steps: 0.0 at step 0, exactly 1.0 from ``steps`` on.
+
+    linear: step / steps. sigmoid: a logistic curve rescaled to pass through 0 and 1 exactly."""
+    if step >= steps:
+        return 1.0
+    t = step / steps
+    if curve == "linear":
+        return t
+    lo = 1.0 / (1.0 + math.exp(_SIGMOID_STEEPNESS / 2))
+    hi = 1.0 / (1.0 + math.exp(-_SIGMOID_STEEPNESS / 2))
+    mid = 1.0 / (1.0 + math.exp(-_SIGMOID_STEEPNESS * (t - 0.5)))
+    return min(1.0, max(0.0, (mid - lo) / (hi - lo)))

@@ -1,0 +1,204 @@
+"""SeedSlot: where a host network grows a seed. ``features = slot(features)`` in the host's forward.
+
+Stage by stage (see lifecycle.py):
+    DORMANT, PRUNED   return host unchanged; no seed exists, nothing is called.
+    TRAINING          kernels.ste(host, seed(x)): the output is host bit for bit (a zero-copy
+                      alias) while the seed trains on the full gradient: an incubator.
+    BLENDING          kernels.blend_{add,multiply,gate}(host, seed(x), alpha): alpha ramps 0 -> 1.
+    FOSSILIZED        the same blend at alpha = 1, for good.
+x is host, or host.detach() when ``isolate_gradients`` is on (then no seed gradient reaches the
+host, and in TRAINING the host's gradients equal those of the model without a seed, exactly).
+
+torch.compile: alpha is a 0-d buffer updated in place, so a ramp of any length never recompiles;
+the stage, blend mode and isolation are plain attributes that torch.compile guards on, so each
+stage compiles once (per train/eval mode).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+import kernels
+
+from .gate import DefaultGate
+from .grad_flow import GradFlowProbe, GradFlowStatus
+from .lifecycle import (
+    CURVES,
+    SEED_STAGES,
+    BlendMode,
+    Stage,
+    ramp_alpha,
+    require_stage,
+)
+
+TOPOLOGIES = {"cnn": True, "transformer": False}  # topology -> default isolate_gradients
+
+
+class SeedSlot(nn.Module):
+    """A slot for one seed at a point of the host's forward pass.
+
+    Args:
+        channels: the host features' channel count (dim 1 for cnn [B, C, H, W], the last dim for
+            transformer [B, T, C]); checked on every forward.
+        topology: "cnn" or "transformer"; sets the default of isolate_gradients at germination
+            (cnn: True, transformer: False).
+    """
+
+    def __init__(self, channels: int, topology: str):
+        super().__init__()
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be a positive int, got {channels!r}")
+        if topology not in TOPOLOGIES:
+            raise ValueError(f"topology must be one of {sorted(TOPOLOGIES)}, got {topology!r}")
+        self.channels = channels
+        self.topology = topology
+        self.stage = Stage.DORMANT
+        self.blend_mode = BlendMode.ADD
+        self.isolate_gradients = TOPOLOGIES[topology]
+        self.seed: nn.Module | None = None
+        self.gate: nn.Module | None = None
+        self.ramp_steps = 0
+        self.ramp_step = 0
+        self.ramp_curve = "linear"
+        self.register_buffer("alpha", torch.zeros(()))
+        self.grad_flow = GradFlowProbe()
+        self.name = ""  # set by check_grad_flow(model) to the slot's qualified name
+
+    # ---- forward ----
+
+    def forward(self, host: Tensor) -> Tensor:
+        if self.seed is None:  # DORMANT or PRUNED (one compiled graph for both)
+            return host
+        stage = self.stage
+        self._check_features(host)
+        seed_input = host.detach() if self.isolate_gradients else host
+        seed = self.seed(seed_input)
+        if self.training:
+            self.grad_flow.record(seed, self.seed)
+        if stage is Stage.TRAINING:
+            return kernels.ste(host, seed)
+        mode = self.blend_mode
+        if mode is BlendMode.ADD:
+            return kernels.blend_add(host, seed, self.alpha)
+        if mode is BlendMode.MULTIPLY:
+            if self.isolate_gradients:
+                return kernels.blend_multiply_detached(host, seed, self.alpha)
+            return kernels.blend_multiply(host, seed, self.alpha, host)
+        return kernels.blend_gate(host, seed, self.alpha, self.gate(seed_input))
+
+    def _check_features(self, host: Tensor) -> None:
+        dim = 1 if self.topology == "cnn" else -1
+        if host.dim() < 2 or host.shape[dim] != self.channels:
+            raise ValueError(
+                f"{self._label()}: expected {self.topology} features with {self.channels} "
+                f"channels in dim {dim}, got shape {tuple(host.shape)}"
+            )
+
+    # ---- lifecycle ----
+
+    def germinate(
+        self,
+        seed: nn.Module,
+        blend: BlendMode = BlendMode.ADD,
+        gate: nn.Module | None = None,
+        isolate_gradients: bool | None = None,
+    ) -> None:
+        """Put ``seed`` in the slot in TRAINING (the incubator).
+
+        blend: how BLENDING will mix it in. gate: the gate network for BlendMode.GATE (input: the
+        seed's input; output: [B, 1, ..., 1] in [0, 1]); None builds DefaultGate. isolate_gradients:
+        None derives it from the topology (cnn: True, transformer: False); a bool overrides.
+        The seed and gate are moved to the slot's device (its alpha buffer's).
+        """
+        require_stage("germinate", self.stage, self._label())
+        if not isinstance(seed, nn.Module):
+            raise ValueError(f"seed must be an nn.Module, got {type(seed).__name__}")
+        if not isinstance(blend, BlendMode):
+            raise ValueError(f"blend must be a BlendMode, got {blend!r}")
+        if gate is not None and blend is not BlendMode.GATE:
+            raise ValueError(f"a gate network is only used with BlendMode.GATE, not {blend.name}")
+        if gate is not None and not isinstance(gate, nn.Module):
+            raise ValueError(f"gate must be an nn.Module, got {type(gate).__name__}")
+        if isolate_gradients is not None and not isinstance(isolate_gradients, bool):
+            raise ValueError(f"isolate_gradients must be True, False or None, got "
+                             f"{isolate_gradients!r}")
+        if blend is BlendMode.GATE and gate is None:
+            gate = DefaultGate(self.channels, self.topology)
+        device = self.alpha.device
+        self.seed = seed.to(device)
+        self.gate = gate.to(device) if gate is not None else None
+        self.blend_mode = blend
+        self.isolate_gradients = (
+            TOPOLOGIES[self.topology] if isolate_gradients is None else isolate_gradients
+        )
+        self._set_alpha(0.0)
+        self.ramp_steps, self.ramp_step, self.ramp_curve = 0, 0, "linear"
+        self.grad_flow.reset()
+        self.stage = Stage.TRAINING
+
+    def start_blending(self, steps: int, curve: str = "linear") -> None:
+        """Enter BLENDING with alpha = 0; ``steps`` calls of step() bring it to exactly 1.0
+        (steps = 0: alpha is 1.0 at once). curve: "linear" or "sigmoid"."""
+        require_stage("start_blending", self.stage, self._label())
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+        if curve not in CURVES:
+            raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
+        self.ramp_steps, self.ramp_step, self.ramp_curve = steps, 0, curve
+        self._set_alpha(ramp_alpha(0, steps, curve))
+        self.stage = Stage.BLENDING
+
+    def step(self) -> float:
+        """Advance the ramp one step; returns the new alpha. Stays at 1.0 once reached (the
+        stage changes only with fossilize())."""
+        require_stage("step", self.stage, self._label())
+        self.ramp_step = min(self.ramp_step + 1, self.ramp_steps)
+        value = ramp_alpha(self.ramp_step, self.ramp_steps, self.ramp_curve)
+        self._set_alpha(value)
+        return value
+
+    def set_alpha(self, value: float) -> None:
+        """Set alpha directly (BLENDING only), in [0, 1]."""
+        require_stage("set_alpha", self.stage, self._label())
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise ValueError(f"alpha must be a number in [0, 1], got {value!r}")
+        self._set_alpha(float(value))
+
+    def fossilize(self) -> None:
+        """Make the seed permanent: alpha = 1 for good."""
+        require_stage("fossilize", self.stage, self._label())
+        self._set_alpha(1.0)
+        self.ramp_step = self.ramp_steps
+        self.stage = Stage.FOSSILIZED
+
+    def prune(self) -> None:
+        """Remove the seed (and gate): the slot returns host unchanged again."""
+        require_stage("prune", self.stage, self._label())
+        self.seed = None
+        self.gate = None
+        self._set_alpha(0.0)
+        self.ramp_steps, self.ramp_step = 0, 0
+        self.grad_flow.reset()
+        self.stage = Stage.PRUNED
+
+    def _set_alpha(self, value: float) -> None:
+        with torch.no_grad():
+            self.alpha.fill_(value)  # in place: compiled graphs read the new value, no recompile
+
+    # ---- grad-flow status ----
+
+    def check_grad_flow(self, name: str | None = None, _counts=None) -> GradFlowStatus:
+        """Read this slot's grad-flow buffers (outside any compiled region), log ONE warning on
+        the "esper_slot" logger per blocked episode, and return the status."""
+        if name:
+            self.name = name
+        expected = self.stage in SEED_STAGES
+        return self.grad_flow.status(self._label(), self.stage.name, expected, _counts)
+
+    def _label(self) -> str:
+        return self.name or f"SeedSlot({self.channels}, {self.topology!r})"
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.channels}, topology={self.topology!r}, stage={self.stage.name}, "
+                f"blend={self.blend_mode.name}, isolate_gradients={self.isolate_gradients}")

@@ -1,0 +1,246 @@
+"""SeedSlot behaviour in eager mode: stages, isolation, blending, the ramp, lifecycle errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import kernels
+from esper_slot import BlendMode, DefaultGate, LifecycleError, SeedSlot, Stage
+from tests.slot_models import CountingSeed, host_and_input
+
+
+def host_param_grads(model):
+    return {n: p.grad.clone() for n, p in model.named_parameters()
+            if p.grad is not None and ".seed." not in n and ".gate." not in n}
+
+
+def run(model, x):
+    model.zero_grad(set_to_none=True)
+    y = model(x)
+    y.square().sum().backward()
+    return y
+
+
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+def test_dormant_and_pruned_return_host_and_never_call_the_seed(topology):
+    model, x, make_seed = host_and_input(topology)
+    features = torch.randn(4, 8, 5, 5) if topology == "cnn" else torch.randn(4, 5, 16)
+    assert model.slot(features) is features
+    seed = CountingSeed(make_seed())
+    model.slot.germinate(seed)
+    model(x)
+    assert seed.calls == 1
+    model.slot.prune()
+    assert model.slot.stage is Stage.PRUNED and model.slot.seed is None
+    assert model.slot(features) is features
+    model(x)
+    assert seed.calls == 1
+
+
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+def test_training_output_identical_and_host_grads_unchanged_under_isolation(topology):
+    model, x, make_seed = host_and_input(topology)
+    y0 = run(model, x)
+    g0 = host_param_grads(model)
+    model.slot.germinate(make_seed(), isolate_gradients=True)
+    assert model.slot.stage is Stage.TRAINING and model.slot.isolate_gradients
+    y1 = run(model, x)
+    assert torch.equal(y0, y1)
+    g1 = host_param_grads(model)
+    assert g0.keys() == g1.keys()
+    for name in g0:
+        assert torch.equal(g0[name], g1[name]), name
+    assert all(p.grad is not None and p.grad.abs().sum() > 0
+               for p in model.slot.seed.parameters())
+
+
+def test_training_seed_receives_the_full_gradient():
+    model, x, make_seed = host_and_input("cnn")
+    model.slot.germinate(make_seed())
+    seen = {}
+
+    def capture(key):
+        def hook(module, inputs, out):
+            out.register_hook(lambda g: seen.__setitem__(key, g))
+        return hook
+
+    model.slot.seed.register_forward_hook(capture("seed"))
+    model.slot.register_forward_hook(capture("slot"))
+    run(model, x)
+    assert torch.equal(seen["seed"], seen["slot"])
+
+
+def test_without_isolation_the_seed_gradient_reaches_the_host():
+    model, x, make_seed = host_and_input("transformer")
+    run(model, x)
+    g0 = host_param_grads(model)
+    model.slot.germinate(make_seed())
+    assert model.slot.isolate_gradients is False
+    run(model, x)
+    assert not torch.equal(g0["embed.weight"], host_param_grads(model)["embed.weight"])
+
+
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+@pytest.mark.parametrize("mode", list(BlendMode))
+def test_blend_matches_the_formula(topology, mode):
+    model, _, make_seed = host_and_input(topology)
+    slot = model.slot
+    features = torch.randn(4, 8, 5, 5) if topology == "cnn" else torch.randn(4, 5, 16)
+    slot.germinate(make_seed(), blend=mode)
+    slot.start_blending(10)
+    slot.set_alpha(0.3)
+    y = slot(features)
+    with torch.no_grad():
+        s = slot.seed(features)
+        a = 0.3
+        if mode is BlendMode.ADD:
+            want = torch.lerp(features, s, a)
+        elif mode is BlendMode.MULTIPLY:
+            want = features * (1 + a * torch.tanh(s - features))
+        else:
+            e = a * slot.gate(features)
+            want = features + e * (s - features)
+    torch.testing.assert_close(y, want)
+    y.sum().backward()
+    assert all(p.grad is not None for p in slot.seed.parameters())
+    if mode is BlendMode.GATE:
+        assert isinstance(slot.gate, DefaultGate)
+        assert all(p.grad is not None for p in slot.gate.parameters())
+
+
+@pytest.mark.parametrize("curve", ["linear", "sigmoid"])
+@pytest.mark.parametrize("steps", [1, 7, 20])
+def test_ramp_reaches_exactly_one_after_steps_calls(steps, curve):
+    slot = SeedSlot(8, "cnn")
+    slot.germinate(nn.Identity())
+    slot.start_blending(steps, curve=curve)
+    values = [slot.alpha.item()] + [slot.step() for _ in range(steps)]
+    assert values[0] == 0.0 and values[-1] == 1.0 and slot.alpha.item() == 1.0
+    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(v < 1.0 for v in values[:-1])
+    if curve == "linear":
+        assert values == pytest.approx([i / steps for i in range(steps + 1)])
+    assert slot.step() == 1.0 and slot.stage is Stage.BLENDING
+    slot.fossilize()
+    assert slot.stage is Stage.FOSSILIZED and slot.alpha.item() == 1.0
+
+
+def test_zero_step_ramp_and_fossilize_set_alpha_to_one():
+    slot = SeedSlot(8, "cnn")
+    slot.germinate(nn.Identity())
+    slot.start_blending(0)
+    assert slot.alpha.item() == 1.0
+    slot.set_alpha(0.25)
+    slot.fossilize()
+    assert slot.alpha.item() == 1.0
+
+
+def test_alpha_is_a_buffer_updated_in_place():
+    slot = SeedSlot(8, "cnn")
+    buffer = slot.alpha
+    slot.germinate(nn.Identity())
+    slot.start_blending(4)
+    slot.step()
+    assert slot.alpha is buffer and slot.alpha.dim() == 0 and "alpha" in dict(slot.named_buffers())
+
+
+def test_isolation_is_derived_from_topology_or_explicit():
+    cnn, tr = SeedSlot(8, "cnn"), SeedSlot(8, "transformer")
+    cnn.germinate(nn.Identity())
+    tr.germinate(nn.Identity())
+    assert cnn.isolate_gradients is True and tr.isolate_gradients is False
+    tr.prune()
+    tr.germinate(nn.Identity(), isolate_gradients=True)
+    assert tr.isolate_gradients is True
+    with pytest.raises(ValueError, match="isolate_gradients must be True, False or None"):
+        SeedSlot(8, "cnn").germinate(nn.Identity(), isolate_gradients=1)
+
+
+def test_lifecycle_errors_name_the_stage():
+    slot = SeedSlot(8, "cnn")
+    for call in (lambda: slot.start_blending(3), slot.step, lambda: slot.set_alpha(0.5),
+                 slot.fossilize, slot.prune):
+        with pytest.raises(LifecycleError, match="DORMANT"):
+            call()
+    slot.germinate(nn.Identity())
+    with pytest.raises(LifecycleError, match="prune\\(\\) the current seed first"):
+        slot.germinate(nn.Identity())
+    slot.start_blending(2)
+    slot.fossilize()
+    with pytest.raises(LifecycleError, match="FOSSILIZED seed is permanent"):
+        slot.prune()
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: SeedSlot(0, "cnn"), lambda: SeedSlot(8, "rnn"), lambda: SeedSlot(True, "cnn"),
+])
+def test_bad_constructor_arguments(bad):
+    with pytest.raises(ValueError):
+        bad()
+
+
+def test_bad_lifecycle_arguments():
+    slot = SeedSlot(8, "cnn")
+    with pytest.raises(ValueError, match="seed must be an nn.Module"):
+        slot.germinate(lambda x: x)
+    with pytest.raises(ValueError, match="only used with BlendMode.GATE"):
+        slot.germinate(nn.Identity(), gate=nn.Identity())
+    slot.germinate(nn.Identity())
+    for steps in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="steps must be an int"):
+            slot.start_blending(steps)
+    with pytest.raises(ValueError, match="curve must be one of"):
+        slot.start_blending(3, curve="cosine")
+    slot.start_blending(3)
+    for value in (-0.1, 1.5, float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="alpha must be a number in"):
+            slot.set_alpha(value)
+
+
+def test_wrong_channel_count_is_a_clear_error():
+    slot = SeedSlot(8, "cnn")
+    slot.germinate(nn.Identity())
+    with pytest.raises(ValueError, match="expected cnn features with 8 channels in dim 1"):
+        slot(torch.randn(2, 6, 4, 4))
+
+
+@pytest.mark.parametrize("mode", list(BlendMode))
+def test_channels_last_is_preserved_in_every_stage(mode):
+    model, x, make_seed = host_and_input("cnn")
+    model = model.to(memory_format=torch.channels_last)
+    features = torch.randn(4, 8, 5, 5).to(memory_format=torch.channels_last)
+    slot = model.slot
+    outs = [slot(features)]
+    slot.germinate(make_seed().to(memory_format=torch.channels_last), blend=mode)
+    outs.append(slot(features))
+    slot.start_blending(3)
+    slot.step()
+    outs.append(slot(features))
+    slot.fossilize()
+    outs.append(slot(features))
+    for y in outs:
+        assert y.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_germinate_moves_seed_to_the_slot_device():
+    slot = SeedSlot(8, "cnn").to(torch.float64)
+    slot.germinate(nn.Conv2d(8, 8, 1))
+    assert next(slot.seed.parameters()).device == slot.alpha.device
+
+
+def test_slot_uses_the_fused_operators(monkeypatch):
+    calls = []
+    for name in ("ste", "blend_add", "blend_multiply_detached", "blend_gate"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name,
+                            lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+    features = torch.randn(2, 8, 3, 3)
+    for mode in BlendMode:
+        slot = SeedSlot(8, "cnn")
+        slot.germinate(nn.Conv2d(8, 8, 1), blend=mode)
+        slot(features)
+        slot.start_blending(2)
+        slot(features)
+    assert calls == ["ste", "blend_add", "ste", "blend_multiply_detached", "ste", "blend_gate"]
