@@ -2,8 +2,8 @@
 
 Stage by stage (see lifecycle.py):
     DORMANT, PRUNED   return host unchanged; no seed exists, nothing is called.
-    TRAINING          kernels.ste(host, seed(x)): the output is host bit for bit (a zero-copy
-                      alias) while the seed trains on the full gradient: an incubator.
+    TRAINING          kernels.ste(host, seed(x), copy=True): the output is host bit for bit
+                      while the seed trains on the full gradient: an incubator.
     BLENDING          kernels.blend_{add,multiply,gate}(host, seed(x), alpha): alpha ramps 0 -> 1.
     FOSSILIZED        the same blend at alpha = 1, for good.
 x is host, or host.detach() when ``isolate_gradients`` is on (then no seed gradient reaches the
@@ -77,7 +77,9 @@ class SeedSlot(nn.Module):
         if self.training:
             self.grad_flow.record(seed, self.seed)
         if stage is Stage.TRAINING:
-            return kernels.ste(host, seed)
+            # A copy, not an alias: hosts with in-place ops after the slot (ReLU(inplace=True))
+            # must keep working once a seed is germinated.
+            return kernels.ste(host, seed, copy=True)
         mode = self.blend_mode
         if mode is BlendMode.ADD:
             return kernels.blend_add(host, seed, self.alpha)

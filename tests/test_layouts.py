@@ -93,3 +93,19 @@ def test_identity_seed_passes_host_twice(device):
         (g,) = torch.autograd.grad(fn(host).sum(), host)
         want = 2.0 if fn(host).data_ptr() == host.data_ptr() else 1.0  # ste: g to both inputs
         torch.testing.assert_close(g, torch.full_like(host, want))
+
+
+def test_ste_copy_is_fresh_and_accepts_in_place_ops(device):
+    host = torch.randn(4, 8, 6, 6, device=device).to(memory_format=torch.channels_last)
+    seed = torch.randn(4, 8, 6, 6, device=device, requires_grad=True)
+    host.requires_grad_()
+    y = kernels.ste(host, seed, copy=True)
+    assert y.data_ptr() != host.data_ptr() and y.stride() == host.stride()
+    assert torch.equal(y, host)
+    z = torch.relu_(y * 1)  # an in-place consumer
+    g_host, g_seed = torch.autograd.grad(kernels.ste(host, seed, copy=True).relu_().sum(),
+                                         (host, seed))
+    assert torch.equal(g_host, (host > 0).float()) and torch.equal(g_seed, g_host)
+    assert z.shape == host.shape
+    with pytest.raises(ValueError, match="copy must be a bool"):
+        kernels.ste(host, seed, copy=1)

@@ -235,7 +235,7 @@ def test_slot_uses_the_fused_operators(monkeypatch):
     for name in ("ste", "blend_add", "blend_multiply_detached", "blend_gate"):
         original = getattr(kernels, name)
         monkeypatch.setattr(kernels, name,
-                            lambda *a, _n=name, _f=original: calls.append(_n) or _f(*a))
+                            lambda *a, _n=name, _f=original, **kw: calls.append(_n) or _f(*a, **kw))
     features = torch.randn(2, 8, 3, 3)
     for mode in BlendMode:
         slot = SeedSlot(8, "cnn")
@@ -244,3 +244,36 @@ def test_slot_uses_the_fused_operators(monkeypatch):
         slot.start_blending(2)
         slot(features)
     assert calls == ["ste", "blend_add", "ste", "blend_multiply_detached", "ste", "blend_gate"]
+
+
+class InplaceReluHost(nn.Module):
+    """ResNet style: BatchNorm, the slot, then ReLU(inplace=True)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.slot = SeedSlot(8, "cnn")
+        self.relu = nn.ReLU(inplace=True)
+        self.head = nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        return self.head(self.relu(self.slot(self.norm(self.conv(x)))))
+
+
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_in_place_consumer_after_the_slot_works_in_every_stage(compiled):
+    torch._dynamo.reset()
+    model = InplaceReluHost()
+    x = torch.randn(2, 3, 6, 6)
+    step = torch.compile(model, fullgraph=True, backend="aot_eager") if compiled else model
+    baseline = step(x)
+    baseline.sum().backward()
+    model.slot.germinate(nn.Conv2d(8, 8, 3, padding=1))
+    y = step(x)
+    assert torch.equal(y, baseline)
+    y.sum().backward()
+    model.slot.start_blending(2)
+    model.slot.step()
+    step(x).sum().backward()
+    assert all(p.grad is not None for p in model.slot.seed.parameters())
