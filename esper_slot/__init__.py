@@ -5,15 +5,27 @@
     slot.start_blending(steps=1000); slot.step()       # BLENDING: alpha ramps 0 -> 1
     slot.fossilize()                                   # FOSSILIZED: the seed is permanent
     check_grad_flow(model)                             # always-on grad-flow status
+    save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
 """
 
+from .checkpoint import (
+    load_checkpoint,
+    load_state_dict,
+    read_checkpoint,
+    save_checkpoint,
+    strip_wrapper_prefixes,
+)
+from .extra_state import SCHEMA_VERSION, CheckpointError, migrate_extra_state
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
+from .registry import register_seed, registered_seeds
 from .slot import SeedSlot
 
 __all__ = [
+    "SCHEMA_VERSION",
     "BlendMode",
+    "CheckpointError",
     "DefaultGate",
     "GradFlowMonitor",
     "GradFlowStatus",
@@ -21,4 +33,12 @@ __all__ = [
     "SeedSlot",
     "Stage",
     "check_grad_flow",
+    "load_checkpoint",
+    "load_state_dict",
+    "migrate_extra_state",
+    "read_checkpoint",
+    "register_seed",
+    "registered_seeds",
+    "save_checkpoint",
+    "strip_wrapper_prefixes",
 ]

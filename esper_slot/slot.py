@@ -21,6 +21,8 @@ from torch import Tensor, nn
 
 import kernels
 
+from . import registry
+from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
 from .grad_flow import GradFlowProbe, GradFlowStatus
 from .lifecycle import (
@@ -61,9 +63,20 @@ class SeedSlot(nn.Module):
         self.ramp_steps = 0
         self.ramp_step = 0
         self.ramp_curve = "linear"
-        self.register_buffer("alpha", torch.zeros(()))
+        # How to rebuild the seed and gate from a checkpoint (see registry.py).
+        self.seed_factory: str | None = None
+        self.seed_kwargs: dict = {}
+        self.gate_kind = "none"
+        self.gate_factory: str | None = None
+        self.gate_kwargs: dict = {}
+        # Not persistent: alpha is saved in the slot's record (get_extra_state) with the stage.
+        self.register_buffer("alpha", torch.zeros(()), persistent=False)
         self.grad_flow = GradFlowProbe()
         self.name = ""  # set by check_grad_flow(model) to the slot's qualified name
+        self._rebuild_dtype: torch.dtype | None = None
+        from .checkpoint import install_load_guard
+
+        install_load_guard(self)
 
     # ---- forward ----
 
@@ -101,35 +114,58 @@ class SeedSlot(nn.Module):
 
     def germinate(
         self,
-        seed: nn.Module,
+        seed: nn.Module | str,
         blend: BlendMode = BlendMode.ADD,
-        gate: nn.Module | None = None,
+        gate: nn.Module | str | None = None,
         isolate_gradients: bool | None = None,
+        *,
+        seed_kwargs: dict | None = None,
+        gate_kwargs: dict | None = None,
     ) -> None:
         """Put ``seed`` in the slot in TRAINING (the incubator).
 
+        seed: an nn.Module, or the name of a factory registered with esper_slot.register_seed,
+            called with ``seed_kwargs`` (JSON values); only named seeds can be rebuilt by
+            loading a checkpoint into an empty slot.
         blend: how BLENDING will mix it in. gate: the gate network for BlendMode.GATE (input: the
-        seed's input; output: [B, 1, ..., 1] in [0, 1]); None builds DefaultGate. isolate_gradients:
-        None derives it from the topology (cnn: True, transformer: False); a bool overrides.
+            seed's input; output: [B, 1, ..., 1] in [0, 1]), a module or a registered factory
+            name (with ``gate_kwargs``); None builds DefaultGate.
+        isolate_gradients: None derives it from the topology (cnn: True, transformer: False);
+            a bool overrides.
         The seed and gate are moved to the slot's device (its alpha buffer's).
         """
         require_stage("germinate", self.stage, self._label())
-        if not isinstance(seed, nn.Module):
-            raise ValueError(f"seed must be an nn.Module, got {type(seed).__name__}")
+        if not isinstance(seed, (nn.Module, str)):
+            raise ValueError(f"seed must be an nn.Module or a registered factory name, got "
+                             f"{type(seed).__name__}")
         if not isinstance(blend, BlendMode):
             raise ValueError(f"blend must be a BlendMode, got {blend!r}")
         if gate is not None and blend is not BlendMode.GATE:
             raise ValueError(f"a gate network is only used with BlendMode.GATE, not {blend.name}")
-        if gate is not None and not isinstance(gate, nn.Module):
-            raise ValueError(f"gate must be an nn.Module, got {type(gate).__name__}")
+        if gate is not None and not isinstance(gate, (nn.Module, str)):
+            raise ValueError(f"gate must be an nn.Module or a registered factory name, got "
+                             f"{type(gate).__name__}")
         if isolate_gradients is not None and not isinstance(isolate_gradients, bool):
             raise ValueError(f"isolate_gradients must be True, False or None, got "
                              f"{isolate_gradients!r}")
-        if blend is BlendMode.GATE and gate is None:
-            gate = DefaultGate(self.channels, self.topology)
+        seed_kwargs = registry.check_kwargs(seed_kwargs or {}, "seed_kwargs")
+        gate_kwargs = registry.check_kwargs(gate_kwargs or {}, "gate_kwargs")
+        seed_factory = seed if isinstance(seed, str) else None
+        gate_factory = gate if isinstance(gate, str) else None
+        seed = registry.build(seed, seed_kwargs) if seed_factory else seed
+        gate_kind = "none"
+        if blend is BlendMode.GATE:
+            gate_kind = "factory" if gate_factory else "custom" if gate is not None else "default"
+            if gate_factory:
+                gate = registry.build(gate_factory, gate_kwargs)
+            elif gate is None:
+                gate = DefaultGate(self.channels, self.topology)
         device = self.alpha.device
         self.seed = seed.to(device)
         self.gate = gate.to(device) if gate is not None else None
+        self.seed_factory, self.seed_kwargs = seed_factory, seed_kwargs if seed_factory else {}
+        self.gate_kind, self.gate_factory = gate_kind, gate_factory
+        self.gate_kwargs = gate_kwargs if gate_factory else {}
         self.blend_mode = blend
         self.isolate_gradients = (
             TOPOLOGIES[self.topology] if isolate_gradients is None else isolate_gradients
@@ -179,14 +215,98 @@ class SeedSlot(nn.Module):
         require_stage("prune", self.stage, self._label())
         self.seed = None
         self.gate = None
+        self._forget_seed_source()
         self._set_alpha(0.0)
         self.ramp_steps, self.ramp_step = 0, 0
         self.grad_flow.reset()
         self.stage = Stage.PRUNED
 
+    def _forget_seed_source(self) -> None:
+        self.seed_factory, self.seed_kwargs = None, {}
+        self.gate_kind, self.gate_factory, self.gate_kwargs = "none", None, {}
+
     def _set_alpha(self, value: float) -> None:
         with torch.no_grad():
             self.alpha.fill_(value)  # in place: compiled graphs read the new value, no recompile
+
+    # ---- checkpoints: see extra_state.py (the record) and checkpoint.py (model-wide loading) ----
+
+    def get_extra_state(self) -> dict:
+        """The slot's record: primitives only, the same keys in every stage."""
+        return {
+            VERSION_KEY: SCHEMA_VERSION,
+            "stage": self.stage.name,
+            "alpha": float(self.alpha.item()),
+            "ramp_step": self.ramp_step,
+            "ramp_steps": self.ramp_steps,
+            "ramp_curve": self.ramp_curve,
+            "blend_mode": self.blend_mode.name,
+            "topology": self.topology,
+            "channels": self.channels,
+            "isolate_gradients": self.isolate_gradients,
+            "seed_factory": self.seed_factory,
+            "seed_kwargs": dict(self.seed_kwargs),
+            "gate_kind": self.gate_kind,
+            "gate_factory": self.gate_factory,
+            "gate_kwargs": dict(self.gate_kwargs),
+        }
+
+    def check_record(self, state) -> list[str]:
+        """Every problem with ``state`` as this slot's record ([] when it can be applied)."""
+        return check_record(state, slot=self._label(), channels=self.channels,
+                            topology=self.topology, has_seed=self.seed is not None,
+                            has_gate=self.gate is not None)
+
+    def set_extra_state(self, state) -> None:
+        """Validate the whole record, then apply it. A bad record raises CheckpointError naming
+        every problem, and the slot is left exactly as it was."""
+        raise_if(self.check_record(state), self._label(),
+                 state.get(VERSION_KEY) if isinstance(state, dict) else None)
+        stage = Stage[state["stage"]]
+        blend = BlendMode[state["blend_mode"]]
+        seed, gate = self.seed, self.gate
+        if stage in SEED_STAGES:  # build what is missing before changing anything
+            try:
+                if seed is None:
+                    seed = self._rebuilt(
+                        registry.build(state["seed_factory"], state["seed_kwargs"]))
+                if state["gate_kind"] == "none":
+                    gate = None
+                elif gate is None or self.seed is None:
+                    gate = self._rebuilt(
+                        DefaultGate(self.channels, self.topology)
+                        if state["gate_kind"] == "default"
+                        else registry.build(state["gate_factory"], state["gate_kwargs"]))
+            except ValueError as err:
+                raise_if([str(err)], self._label(), state[VERSION_KEY])
+        else:
+            seed = gate = None
+        self.seed, self.gate = seed, gate
+        self.stage, self.blend_mode = stage, blend
+        self.isolate_gradients = state["isolate_gradients"]
+        self.ramp_step, self.ramp_steps = state["ramp_step"], state["ramp_steps"]
+        self.ramp_curve = state["ramp_curve"]
+        self.seed_factory, self.seed_kwargs = state["seed_factory"], dict(state["seed_kwargs"])
+        self.gate_kind, self.gate_factory = state["gate_kind"], state["gate_factory"]
+        self.gate_kwargs = dict(state["gate_kwargs"])
+        self._set_alpha(float(state["alpha"]))
+        self.grad_flow.reset()
+
+    def _rebuilt(self, module: nn.Module) -> nn.Module:
+        """A module rebuilt from a factory, on the slot's device and in the saved dtype."""
+        return module.to(device=self.alpha.device, dtype=self._rebuild_dtype)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A seed rebuilt during this load takes the dtype its saved parameters have.
+        self._rebuild_dtype = next(
+            (v.dtype for k, v in state_dict.items()
+             if k.startswith(prefix + "seed.") and torch.is_tensor(v) and v.is_floating_point()),
+            None,
+        )
+        try:
+            super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        finally:
+            self._rebuild_dtype = None
 
     # ---- grad-flow status ----
 
