@@ -18,6 +18,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ._backend import HAS_TRITON
+from ._layout import flat
 
 if HAS_TRITON:
     import triton
@@ -97,8 +98,8 @@ def finish_triton(
     )
     if not (need_alpha or need_gate):
         return grad_alpha, grad_gate
-    alpha_flat = alpha.reshape(-1)
-    gate_flat = gate.reshape(-1) if gate is not None else alpha_flat
+    alpha_flat = flat(alpha)
+    gate_flat = flat(gate) if gate is not None else alpha_flat
     _finish_kernel[(1,)](
         partials,
         alpha_flat,

@@ -34,9 +34,18 @@ def lerp(h, s, w):
 
 @triton.jit
 def tanh(x):
-    """tanh from one exp, overflow-free: sign(x) (1 - e) / (1 + e), e = exp(-2|x|)."""
-    e = tl.exp(-2.0 * tl.abs(x))
-    t = (1.0 - e) / (1.0 + e)
+    """tanh to a few ulps, overflow-free, from one exp (libdevice's tanh has no interpreter
+    implementation). With e = exp(-2|x|): tanh|x| = (1 - e) / (1 + e), which cancels for small
+    |x|; there it is -m / (2 + m) with m = expm1(-2|x|) by Kahan's trick, (e - 1) * y / log(e)."""
+    ax = tl.abs(x)
+    y = -2.0 * ax
+    e = tl.exp(y)
+    small = ax < 0.5
+    use_kahan = small & (e != 1.0)  # e == 1: |x| so small that expm1(y) == y exactly enough
+    # Unselected lanes get harmless operands (0.5, 0.0), so no branch divides by zero.
+    m = tl.where(use_kahan, (e - 1.0) * y / tl.log(tl.where(use_kahan, e, 0.5)),
+                 tl.where(small, y, 0.0))
+    t = tl.where(small, -m / (2.0 + m), (1.0 - e) / (1.0 + e))
     return tl.where(x < 0.0, -t, t)
 
 

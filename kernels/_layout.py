@@ -98,6 +98,12 @@ def geometry(ref: Tensor, per_sample: bool) -> Geometry:
     return Geometry(outer=outer, inner=inner, block=block, strides=strides, staged=staged)
 
 
+def flat(coef: Tensor) -> Tensor:
+    """alpha/gate as a contiguous 1-D tensor: the kernels read element ``sample`` at stride 1
+    (a sliced or expanded coefficient is copied; it is tiny)."""
+    return coef.reshape(-1).contiguous()
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """Kernels compute in float64 for float64 data and in float32 for everything else."""
     return torch.float64 if dtype == torch.float64 else torch.float32

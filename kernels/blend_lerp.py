@@ -19,7 +19,15 @@ from torch import Tensor
 from ._backend import HAS_TRITON, INTERPRET
 from ._checks import check_coefficient, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
-from ._layout import broadcast_view, compute_dtype, geometry, in_layout, is_dense, per_sample_sum
+from ._layout import (
+    broadcast_view,
+    compute_dtype,
+    flat,
+    geometry,
+    in_layout,
+    is_dense,
+    per_sample_sum,
+)
 
 if HAS_TRITON:
     import triton
@@ -81,8 +89,8 @@ def _per_sample(alpha: Tensor, gate: Tensor | None) -> bool:
 
 
 def _flat(alpha: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor]:
-    alpha_flat = alpha.reshape(-1)
-    return alpha_flat, gate.reshape(-1) if gate is not None else alpha_flat
+    alpha_flat = flat(alpha)
+    return alpha_flat, flat(gate) if gate is not None else alpha_flat
 
 
 def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:

@@ -17,7 +17,15 @@ from torch import Tensor
 from ._backend import HAS_TRITON, INTERPRET
 from ._checks import check_coefficient, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
-from ._layout import broadcast_view, compute_dtype, geometry, in_layout, is_dense, per_sample_sum
+from ._layout import (
+    broadcast_view,
+    compute_dtype,
+    flat,
+    geometry,
+    in_layout,
+    is_dense,
+    per_sample_sum,
+)
 
 if HAS_TRITON:
     import triton
@@ -87,7 +95,7 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | 
     h = in_layout(host, geo.strides)
     _fwd_kernel[geo.grid](
         h, in_layout(seed, geo.strides),
-        h if seed_input is None else in_layout(seed_input, geo.strides), alpha.reshape(-1), work,
+        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha), work,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, F64=host.dtype == torch.float64,
         BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps,
@@ -131,7 +139,7 @@ def _bwd_triton(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_
     h = in_layout(host, geo.strides)
     _bwd_kernel[geo.grid](
         in_layout(grad, geo.strides), h, in_layout(seed, geo.strides),
-        h if seed_input is None else in_layout(seed_input, geo.strides), alpha.reshape(-1),
+        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
         work_host if need_host else h, work_seed if need_seed else h,
         work_seed_input if need_seed_input else h, partials if need_alpha else h,
         geo.inner, geo.blocks_per_sample,

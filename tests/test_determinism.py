@@ -1,5 +1,6 @@
 """Same inputs, bitwise identical outputs and gradients, run to run (no float atomics: the
-coefficient gradients are per-program partial sums reduced in a fixed order)."""
+coefficient gradients are per-program partial sums reduced in a fixed order). On CPU both
+backends run programs one after another, so this can only fail on CUDA, where programs race."""
 
 from __future__ import annotations
 

@@ -83,3 +83,14 @@ def test_gradcheck_mixed_seed_dtype(device):
     g_seed = torch.autograd.grad(y.sum(), seed)[0]
     assert g_seed.dtype == torch.float32
     assert gradcheck(lambda h, a: kernels.blend_add(h, seed.detach(), a), (host, alpha))
+
+
+@pytest.mark.parametrize("alpha", ["scalar", "per_sample"])
+def test_gradcheck_multiply_detached_seed_and_alpha(alpha, device):
+    """host.detach() as seed_input is not a function of host alone, so host is held constant
+    (its gradient is checked against the oracle in test_reference); seed and alpha are
+    gradchecked."""
+    host, seed, a = make_case("multiply_detached", (2, 3, 4), torch.float64, device,
+                              alpha=alpha).args
+    assert gradcheck(lambda s, al: kernels.blend_multiply_detached(host.detach(), s, al),
+                     (seed, a))

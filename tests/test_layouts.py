@@ -109,3 +109,29 @@ def test_ste_copy_is_fresh_and_accepts_in_place_ops(device):
     assert z.shape == host.shape
     with pytest.raises(ValueError, match="copy must be a bool"):
         kernels.ste(host, seed, copy=1)
+
+
+@pytest.mark.parametrize("op", ["add", "gate", "multiply"])
+def test_sliced_and_expanded_coefficients(op, device):
+    """alpha/gate that are not contiguous: a column sliced out of a gate network's output, and a
+    scalar expanded to [B, 1, 1]."""
+    case = make_case(op, (3, 4, 5), torch.float64, device, alpha="per_sample")
+    host, seed, *rest = (a.detach() for a in case.args)
+    alpha = torch.rand(3, 2, 1, dtype=torch.float64, device=device)[:, 1:]  # stride (2, 1, 1)
+    assert not alpha.is_contiguous()
+    gate = torch.tensor(0.4, dtype=torch.float64, device=device).reshape(1, 1, 1).expand(3, 1, 1)
+    args = [host, seed, alpha] + ([gate] if op == "gate" else rest[1:] if op == "multiply" else [])
+    case.args = tuple(a.requires_grad_() for a in args)
+    assert_matches_oracle(case, torch.randn(3, 4, 5, dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_int64_offsets_path(op, device, monkeypatch):
+    """Force the kernels' int64-offset specialization (used past 2**31 elements) on a small
+    tensor; it must give the same results as the oracle."""
+    from kernels import _layout
+
+    monkeypatch.setattr(_layout, "INT32_MAX", 1000)
+    case = make_case(op, (4, 6, 70), torch.float32, device, alpha="per_sample")
+    assert _layout.geometry(case.args[0], True).use_int64
+    assert_matches_oracle(case, torch.randn(4, 6, 70, device=device))

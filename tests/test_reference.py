@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import kernels
 from tests.cases import OPS, make_case
 
 SHAPES = [(4, 8, 16, 16), (3, 5, 7, 11), (6, 33, 40), (257, 65)]
@@ -85,3 +86,20 @@ def test_alpha_gradient_skipped_when_not_required(device):
     a = alpha.clamp(0, 1)
     torch.testing.assert_close(g_host, grad * (1 - a))
     torch.testing.assert_close(g_seed, grad * a)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("offset", [1e-2, 1e-4, 1e-6, 1e-9])
+def test_multiply_alpha_gradient_when_seed_is_close_to_its_input(offset, dtype, device):
+    """tanh(seed - seed_input) for tiny differences: a cancelling tanh would ruin dL/dalpha =
+    sum(g host tanh(...)) while leaving the forward looking fine."""
+    host = torch.randn(4, 256, dtype=dtype, device=device)
+    seed_input = host * 0.5
+    seed = seed_input + offset * torch.rand(4, 256, dtype=dtype, device=device)
+    alpha = torch.tensor(0.5, dtype=dtype, device=device, requires_grad=True)
+    (ours,) = torch.autograd.grad(kernels.blend_multiply(host, seed, alpha, seed_input).sum(),
+                                  alpha)
+    t = torch.tanh(seed.double() - seed_input.double())
+    want = (host.double() * t).sum()
+    torch.testing.assert_close(ours.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
+                               atol=0)
