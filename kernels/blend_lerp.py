@@ -6,7 +6,7 @@
 Both are one kernel (the gate is optional). Gradients, with g = dL/dy:
     dL/dhost = g (1 - e)      dL/dseed = g e      dL/de summed per sample: S_b = sum(g (seed - host))
 then alpha/gate through the product and clamp rules (_coef_grad). When neither alpha nor gate needs
-a gradient, backward reads only g (seed and host are not even kept for it).
+a gradient, backward reads only g (seed and host are not even kept alive for it).
 
 Registered ops (one boundary per call): esper_slot::blend_lerp_fwd / blend_lerp_bwd.
 """
@@ -72,7 +72,7 @@ if HAS_TRITON:
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
         w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
-        T = host_ptr.dtype.element_ty
+        T = grad_ptr.dtype.element_ty  # host's dtype (host_ptr is only read with NEED_COEF)
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if NEED_HOST:
             store(grad_host_ptr, offs, g * (1.0 - w), mask)
@@ -112,39 +112,43 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) 
     return out
 
 
-def _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed):
-    grad_host = torch.empty_like(host) if need_host else host.new_empty((0,))
+def _alloc_grads(like, seed_dtype, need_host, need_seed):
+    """Gradient outputs laid out like ``like``: host when it was kept for backward, else the
+    incoming gradient (the output's dtype, shape and usually layout)."""
+    grad_host = torch.empty_like(like) if need_host else like.new_empty((0,))
     grad_seed = (
-        torch.empty_like(host, dtype=seed_dtype)
+        torch.empty_like(like, dtype=seed_dtype)
         if need_seed
-        else host.new_empty((0,), dtype=seed_dtype)
+        else like.new_empty((0,), dtype=seed_dtype)
     )
     return grad_host, grad_seed
 
 
 def _bwd_triton(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
                 need_gate):
-    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
-    need_coef = need_alpha or need_gate
-    if host.numel() == 0:
+    like = grad if host is None else host
+    grad_host, grad_seed = _alloc_grads(like, seed_dtype, need_host, need_seed)
+    need_coef = need_alpha or need_gate  # then host and seed were kept
+    if grad.numel() == 0 or not (need_host or need_seed or need_coef):
         return grad_host, grad_seed, *_zero_coef_grads(alpha, gate, need_alpha, need_gate)
-    ref = grad_host if need_host else grad_seed if need_seed else host
+    ref = grad_host if need_host else grad_seed if need_seed else like
     if not is_dense(ref):
-        ref = torch.empty_like(host)
+        ref = torch.empty_like(like)
     geo = geometry(ref, _per_sample(alpha, gate))
     work_host = geo.work(grad_host) if need_host else grad_host
     work_seed = geo.work(grad_seed) if need_seed else grad_seed
-    partials = host.new_empty(geo.grid if need_coef else (0,), dtype=compute_dtype(host.dtype))
-    h = in_layout(host, geo.strides) if need_coef else host
-    s = in_layout(seed, geo.strides) if need_coef else host
+    partials = grad.new_empty(geo.grid if need_coef else (0,), dtype=compute_dtype(grad.dtype))
+    g = in_layout(grad, geo.strides)
+    h = in_layout(host, geo.strides) if need_coef else g
+    s = in_layout(seed, geo.strides) if need_coef else g
     _bwd_kernel[geo.grid](
-        in_layout(grad, geo.strides), h, s, *_flat(alpha, gate),
+        g, h, s, *_flat(alpha, gate),
         work_host if need_host else h, work_seed if need_seed else h, partials if need_coef else h,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
         GATE_PS=gate is not None and gate.numel() > 1,
         NEED_HOST=need_host, NEED_SEED=need_seed, NEED_COEF=need_coef,
-        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
+        F64=grad.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
         num_warps=geo.num_warps,
     )
     if geo.staged:
@@ -178,20 +182,24 @@ def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
     c = compute_dtype(host.dtype)
-    y = torch.lerp(host.to(c), seed.to(host.dtype).to(c), _weight_torch(host, alpha, gate))
-    return torch.empty_like(host).copy_(y)
+    w = _weight_torch(host, alpha, gate)
+    out = torch.empty_like(host)
+    if host.dtype == c and seed.dtype == c:
+        return torch.lerp(host, seed, w, out=out)
+    return out.copy_(torch.lerp(host.to(c), seed.to(host.dtype).to(c), w))
 
 
 def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
                need_gate):
-    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
-    c = compute_dtype(host.dtype)
-    w = _weight_torch(host, alpha, gate)
+    grad_host, grad_seed = _alloc_grads(grad if host is None else host, seed_dtype, need_host,
+                                        need_seed)
+    c = compute_dtype(grad.dtype)
+    w = _weight_torch(grad, alpha, gate)
     g = grad.to(c)
     if need_host:
         grad_host.copy_(g * (1 - w))
     if need_seed:
-        grad_seed.copy_((g * w).to(host.dtype))
+        grad_seed.copy_((g * w).to(grad.dtype))
     grad_alpha, grad_gate = _zero_coef_grads(alpha, gate, False, False)
     if need_alpha or need_gate:
         d = g * (seed.to(host.dtype).to(c) - host.to(c))
@@ -207,7 +215,7 @@ torch.library.define(
 )
 torch.library.define(
     "esper_slot::blend_lerp_bwd",
-    "(Tensor grad, Tensor host, Tensor? seed, Tensor alpha, Tensor? gate, ScalarType seed_dtype, "
+    "(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, ScalarType seed_dtype, "
     "bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
 )
@@ -227,7 +235,8 @@ def _fwd_fake(host, seed, alpha, gate):
 @torch.library.register_fake("esper_slot::blend_lerp_bwd")
 def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
               need_gate):
-    grad_host, grad_seed = _alloc_grads(host, seed_dtype, alpha, gate, need_host, need_seed)
+    grad_host, grad_seed = _alloc_grads(grad if host is None else host, seed_dtype, need_host,
+                                        need_seed)
     grad_alpha = alpha.new_empty(alpha.shape if need_alpha else (0,))
     other = gate if gate is not None else alpha
     grad_gate = other.new_empty(gate.shape if need_gate and gate is not None else (0,))
@@ -246,8 +255,10 @@ class BlendLerp(torch.autograd.Function):
         ctx.seed_dtype = seed.dtype
         ctx.has_gate = gate is not None
         need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
-        # Inputs only, never fresh tensors; seed only when dL/de is needed.
-        ctx.save_for_backward(host, seed if need_coef else None, alpha, gate)
+        # Inputs only, never fresh tensors; host and seed only when dL/de needs them (else
+        # backward reads just the incoming gradient and keeps nothing input-sized alive).
+        kept = (host, seed) if need_coef else (None, None)
+        ctx.save_for_backward(*kept, alpha, gate)
         return blend_lerp_fwd(host, seed, alpha, gate)
 
     @staticmethod

@@ -39,8 +39,8 @@ def test_opcheck_lerp(host_layout, seed_layout, per_sample, device):
     for needs in [(True, True, True, True), (True, True, False, False), (False, True, True, False)]:
         torch.library.opcheck(
             blend_lerp_bwd, (grad, host, seed, alpha, gate, seed.dtype, *needs), test_utils=UTILS)
-    # seed not kept when no coefficient needs a gradient
-    torch.library.opcheck(blend_lerp_bwd, (grad, host, None, alpha, None, seed.dtype,
+    # host and seed are not kept when no coefficient needs a gradient
+    torch.library.opcheck(blend_lerp_bwd, (grad, None, None, alpha, None, seed.dtype,
                                            True, True, False, False), test_utils=UTILS)
 
 

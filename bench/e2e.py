@@ -1,0 +1,106 @@
+"""End to end: one training step (forward, backward, SGD step) of a small CNN and a small
+transformer block whose slots are in BLENDING: our SeedSlot vs the same model with a slot
+running esper-lite's eager formulas, each eager and torch.compile'd."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from esper_slot import BlendMode, SeedSlot
+
+
+class FormulaSlot(SeedSlot):
+    """SeedSlot's BLENDING forward written as esper-lite's eager formulas (the baseline)."""
+
+    def forward(self, host):
+        seed_input = host.detach() if self.isolate_gradients else host
+        s = self.seed(seed_input)
+        a = self.alpha.clamp(0, 1).to(host.dtype)
+        if self.blend_mode is BlendMode.ADD:
+            return torch.lerp(host, s, a)
+        if self.blend_mode is BlendMode.MULTIPLY:
+            return host * (1 + a * torch.tanh(s - seed_input))
+        return torch.lerp(host, s, (a * self.gate(seed_input)).clamp(0, 1).to(host.dtype))
+
+
+class Cnn(nn.Module):
+    def __init__(self, slot_cls, channels, classes=10):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1),
+                                  nn.BatchNorm2d(channels), nn.ReLU())
+        self.block1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
+                                    nn.BatchNorm2d(channels))
+        self.slot1 = slot_cls(channels, "cnn")
+        self.block2 = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
+                                    nn.BatchNorm2d(channels))
+        self.slot2 = slot_cls(channels, "cnn")
+        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(channels, classes))
+
+    def forward(self, x):
+        return self.head(self.slot2(self.block2(self.slot1(self.block1(self.stem(x))))))
+
+    def grow(self):
+        for slot in (self.slot1, self.slot2):
+            c = slot.channels
+            slot.germinate(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GELU()),
+                           blend=BlendMode.ADD)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, slot_cls, dim, heads=4, classes=10):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.slot_attn = slot_cls(dim, "transformer")
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.slot_mlp = slot_cls(dim, "transformer")
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x):
+        h = self.norm1(x)
+        x = x + self.slot_attn(self.attn(h, h, h, need_weights=False)[0])
+        x = x + self.slot_mlp(self.mlp(self.norm2(x)))
+        return self.head(x.mean(1))
+
+    def grow(self):
+        d = self.slot_attn.channels
+        self.slot_attn.germinate(nn.Sequential(nn.Linear(d, d), nn.GELU()), blend=BlendMode.GATE)
+        self.slot_mlp.germinate(nn.Sequential(nn.Linear(d, d), nn.Tanh()),
+                                blend=BlendMode.MULTIPLY)
+
+
+def build(name: str, slot_cls, device, big: bool):
+    torch.manual_seed(0)
+    if name == "cnn":
+        model = Cnn(slot_cls, 64 if big else 16)
+        x = torch.randn(64 if big else 8, 3, 32 if big else 16, 32 if big else 16)
+    else:
+        model = TransformerBlock(slot_cls, 256 if big else 64)
+        x = torch.randn(32 if big else 4, 128 if big else 32, 256 if big else 64)
+    model.grow()
+    for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
+        slot.start_blending(100)
+        for _ in range(30):
+            slot.step()
+    model = model.to(device)
+    if name == "cnn" and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+        x = x.to(memory_format=torch.channels_last)
+    return model, x.to(device), torch.randint(0, 10, (x.shape[0],), device=device)
+
+
+def training_step(model, x, labels, compiled: bool, device):
+    forward = torch.compile(model, fullgraph=True) if compiled else model
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with autocast:
+            loss = nn.functional.cross_entropy(forward(x).float(), labels)
+        loss.backward()
+        opt.step()
+    return step

@@ -1,0 +1,44 @@
+"""Median time of a call. CUDA: triton.testing.do_bench (CUDA events, warm-up, L2 flushed
+before every repeat). CPU: time.perf_counter over repeats after a warm-up. Callers rotate
+several input sets through the call so inputs are not cache-resident between repeats."""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def rotating(calls: list[Callable[[], object]]) -> Callable[[], object]:
+    cycle = itertools.cycle(calls)
+    return lambda: next(cycle)()
+
+
+def median_ms(fn: Callable[[], object], device: torch.device, *, quick: bool = False) -> float:
+    if device.type == "cuda":
+        from triton.testing import do_bench
+
+        return float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 200,
+                              return_mode="median"))
+    for _ in range(2 if quick else 3):
+        fn()
+    times = []
+    budget = 0.15 if quick else 0.5  # seconds of repeats per measurement
+    start = time.perf_counter()
+    while len(times) < 5 or (time.perf_counter() - start < budget and len(times) < 200):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def copy_gbps(nbytes: int, device: torch.device, quick: bool = False) -> float:
+    """Device-to-device copy bandwidth, counting bytes read plus bytes written."""
+    n = max(nbytes // 4, 1)
+    srcs = [torch.randn(n, device=device) for _ in range(2)]
+    dst = torch.empty(n, device=device)
+    ms = median_ms(rotating([lambda s=s: dst.copy_(s) for s in srcs]), device, quick=quick)
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
