@@ -13,6 +13,8 @@ Registered ops (one boundary per call): esper_slot::blend_lerp_fwd / blend_lerp_
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -182,8 +184,13 @@ def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
     c = compute_dtype(host.dtype)
-    w = _weight_torch(host, alpha, gate)
     out = torch.empty_like(host)
+    if host.device.type == "cpu" and gate is None and alpha.numel() == 1:
+        # One pass: lerp with a Python-number weight computes in float32 (float64) internally.
+        a = alpha.item()  # no device sync on CPU
+        weight = a if math.isnan(a) else min(max(a, 0.0), 1.0)  # torch.clamp keeps NaN
+        return torch.lerp(host, seed.to(host.dtype), weight, out=out)
+    w = _weight_torch(host, alpha, gate)
     if host.dtype == c and seed.dtype == c:
         return torch.lerp(host, seed, w, out=out)
     return out.copy_(torch.lerp(host.to(c), seed.to(host.dtype).to(c), w))

@@ -173,7 +173,10 @@ def _tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
     a = broadcast_view(alpha, host.dim(), compute_dtype(host.dtype)).clamp(0, 1)
     t = _tanh_torch(host, seed, seed_input)
-    return torch.empty_like(host).copy_(host.to(t.dtype) * (1 + a * t))
+    out = torch.empty_like(host)
+    if host.dtype == t.dtype:
+        return torch.mul(host, t.mul_(a).add_(1), out=out)
+    return out.copy_(host.to(t.dtype) * t.mul_(a).add_(1))
 
 
 def _bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,

@@ -14,5 +14,5 @@ fi
 # Pinned first: this exact version is a local CPU wheel here, while an unpinned torch would pull
 # several GB of CUDA packages.
 "$VENV/bin/pip" install -q --disable-pip-version-check "torch==2.13.0"
-"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test]"
+"$VENV/bin/pip" install -q --disable-pip-version-check -e ".[test,bench,demo]"
 echo "$want" > "$stamp"
