@@ -204,9 +204,15 @@ def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, 
     w = _weight_torch(grad, alpha, gate)
     g = grad.to(c)
     if need_host:
-        grad_host.copy_(g * (1 - w))
+        if grad.dtype == c:
+            torch.mul(g, 1 - w, out=grad_host)
+        else:
+            grad_host.copy_(g * (1 - w))
     if need_seed:
-        grad_seed.copy_((g * w).to(grad.dtype))
+        if grad.dtype == c and seed_dtype == c:
+            torch.mul(g, w, out=grad_seed)
+        else:
+            grad_seed.copy_((g * w).to(grad.dtype))
     grad_alpha, grad_gate = _zero_coef_grads(alpha, gate, False, False)
     if need_alpha or need_gate:
         d = g * (seed.to(host.dtype).to(c) - host.to(c))
