@@ -8,6 +8,7 @@
     save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
 """
 
+from . import distributed
 from .checkpoint import (
     load_checkpoint,
     load_state_dict,
@@ -33,6 +34,7 @@ __all__ = [
     "SeedSlot",
     "Stage",
     "check_grad_flow",
+    "distributed",
     "load_checkpoint",
     "load_state_dict",
     "migrate_extra_state",

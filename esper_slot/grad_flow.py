@@ -87,9 +87,10 @@ class GradFlowProbe(nn.Module):
             self.counts.zero_()
         self._warned = False
 
-    def status(self, slot: str, stage: str, expected: bool, counts=None) -> GradFlowStatus:
+    def status(self, slot: str, stage: str, expected: bool, counts=None,
+               log: bool = True) -> GradFlowStatus:
         """Read the buffers (one sync, or none when ``counts`` were read in a batch), update the
-        episode and log its one warning."""
+        episode and log its one warning (when ``log``: e.g. only on rank 0)."""
         passes, blocked, last = self.counts.tolist() if counts is None else counts
         ok = not (expected and last != 0)
         causes = tuple(text for bit, text in CAUSES.items() if last & bit) if not ok else ()
@@ -97,14 +98,15 @@ class GradFlowProbe(nn.Module):
             self._warned = False
         elif not self._warned:
             self._warned = True
-            logger.warning(
-                "slot %r (%s): gradients cannot reach the seed's parameters; %d of %d train-mode "
-                "forward passes since germination were blocked. Likely causes: %s. Fix the cause "
-                "(e.g. set requires_grad=True on the seed's parameters, or run training forwards "
-                "with grad enabled); this warning repeats only if flow is blocked again after "
-                "recovering.",
-                slot, stage, blocked, passes, "; ".join(causes),
-            )
+            if log:
+                logger.warning(
+                    "slot %r (%s): gradients cannot reach the seed's parameters; %d of %d "
+                    "train-mode forward passes since germination were blocked. Likely causes: "
+                    "%s. Fix the cause (e.g. set requires_grad=True on the seed's parameters, or "
+                    "run training forwards with grad enabled); this warning repeats only if flow "
+                    "is blocked again after recovering.",
+                    slot, stage, blocked, passes, "; ".join(causes),
+                )
         return GradFlowStatus(ok=ok, expected=expected, blocked_steps=blocked,
                               forward_passes=passes, slot=slot, stage=stage, causes=causes)
 
