@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON, INTERPRET
+from ._backend import HAS_TRITON
 from ._checks import check_coefficient, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
 from ._layout import (
@@ -30,6 +30,7 @@ from ._layout import (
     is_dense,
     per_sample_sum,
 )
+from ._library import register_pair
 
 if HAS_TRITON:
     import triton
@@ -223,29 +224,11 @@ def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, 
 
 # ---- registration: fakes mirror the launchers' allocations exactly ----
 
-torch.library.define(
-    "esper_slot::blend_lerp_fwd", "(Tensor host, Tensor seed, Tensor alpha, Tensor? gate) -> Tensor"
-)
-torch.library.define(
-    "esper_slot::blend_lerp_bwd",
-    "(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, ScalarType seed_dtype, "
-    "bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
-)
-torch.library.impl("esper_slot::blend_lerp_fwd", "CompositeExplicitAutograd", _fwd_torch)
-torch.library.impl("esper_slot::blend_lerp_bwd", "CompositeExplicitAutograd", _bwd_torch)
-if HAS_TRITON:
-    for _key in ("CUDA", "CPU") if INTERPRET else ("CUDA",):
-        torch.library.impl("esper_slot::blend_lerp_fwd", _key, _fwd_triton)
-        torch.library.impl("esper_slot::blend_lerp_bwd", _key, _bwd_triton)
 
-
-@torch.library.register_fake("esper_slot::blend_lerp_fwd")
 def _fwd_fake(host, seed, alpha, gate):
     return torch.empty_like(host)
 
 
-@torch.library.register_fake("esper_slot::blend_lerp_bwd")
 def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
               need_gate):
     grad_host, grad_seed = _alloc_grads(grad if host is None else host, seed_dtype, need_host,
@@ -256,8 +239,16 @@ def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, n
     return grad_host, grad_seed, grad_alpha, grad_gate
 
 
-blend_lerp_fwd = torch.ops.esper_slot.blend_lerp_fwd.default
-blend_lerp_bwd = torch.ops.esper_slot.blend_lerp_bwd.default
+blend_lerp_fwd, blend_lerp_bwd = register_pair(
+    "blend_lerp",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate) -> Tensor",
+    bwd_schema="(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, "
+    "ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+    torch_impls=(_fwd_torch, _bwd_torch),
+    triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
+    fakes=(_fwd_fake, _bwd_fake),
+)
 
 
 class BlendLerp(torch.autograd.Function):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON, INTERPRET
+from ._backend import HAS_TRITON
 from ._checks import check_coefficient, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
 from ._layout import (
@@ -26,6 +26,7 @@ from ._layout import (
     is_dense,
     per_sample_sum,
 )
+from ._library import register_pair
 
 if HAS_TRITON:
     import triton
@@ -204,38 +205,27 @@ def _bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_s
 # seed_input=None means "host's values" (read once); tied_grad adds seed_input's gradient to
 # host's, for the case where seed_input is host itself.
 
-torch.library.define(
-    "esper_slot::blend_multiply_fwd",
-    "(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input) -> Tensor",
-)
-torch.library.define(
-    "esper_slot::blend_multiply_bwd",
-    "(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, bool tied_grad, "
-    "bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
-    "-> (Tensor, Tensor, Tensor, Tensor)",
-)
-torch.library.impl("esper_slot::blend_multiply_fwd", "CompositeExplicitAutograd", _fwd_torch)
-torch.library.impl("esper_slot::blend_multiply_bwd", "CompositeExplicitAutograd", _bwd_torch)
-if HAS_TRITON:
-    for _key in ("CUDA", "CPU") if INTERPRET else ("CUDA",):
-        torch.library.impl("esper_slot::blend_multiply_fwd", _key, _fwd_triton)
-        torch.library.impl("esper_slot::blend_multiply_bwd", _key, _bwd_triton)
 
-
-@torch.library.register_fake("esper_slot::blend_multiply_fwd")
 def _fwd_fake(host, seed, alpha, seed_input):
     return torch.empty_like(host)
 
 
-@torch.library.register_fake("esper_slot::blend_multiply_bwd")
 def _bwd_fake(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
               need_seed_input):
     return _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
                         need_seed_input)
 
 
-blend_multiply_fwd = torch.ops.esper_slot.blend_multiply_fwd.default
-blend_multiply_bwd = torch.ops.esper_slot.blend_multiply_bwd.default
+blend_multiply_fwd, blend_multiply_bwd = register_pair(
+    "blend_multiply",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input) -> Tensor",
+    bwd_schema="(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
+    "bool tied_grad, bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
+    "-> (Tensor, Tensor, Tensor, Tensor)",
+    torch_impls=(_fwd_torch, _bwd_torch),
+    triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
+    fakes=(_fwd_fake, _bwd_fake),
+)
 
 
 class BlendMultiply(torch.autograd.Function):
