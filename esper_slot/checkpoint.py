@@ -38,11 +38,11 @@ def _slots(module: nn.Module):
     return [(name, m) for name, m in module.named_modules() if isinstance(m, SeedSlot)]
 
 
-def _meta_shapes(build, prefix: str, problems: list[str]) -> dict[str, torch.Size]:
-    """Shapes of a module the load would build, built on the meta device (no memory)."""
+def _meta_shapes(build, args: tuple, prefix: str, problems: list[str]) -> dict[str, torch.Size]:
+    """Shapes of the module ``build(*args)`` the load would make, built on the meta device."""
     try:
         with torch.device("meta"):
-            module = build()
+            module = build(*args)
     except ValueError as err:
         problems.append(str(err))
         return {}
@@ -73,18 +73,18 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
             dropped += [prefix + "seed.", prefix + "gate."]
             continue
         if slot.seed is None:
-            added.update(_meta_shapes(
-                lambda: registry.build(record["seed_factory"], record["seed_kwargs"]),
-                prefix + "seed.", problems))
+            added.update(_meta_shapes(registry.build,
+                                      (record["seed_factory"], record["seed_kwargs"]),
+                                      prefix + "seed.", problems))
         if record["gate_kind"] == "none":
             dropped.append(prefix + "gate.")
         elif slot.gate is None or slot.seed is None:
             dropped.append(prefix + "gate.")
-            added.update(_meta_shapes(
-                (lambda: DefaultGate(slot.channels, slot.topology))
-                if record["gate_kind"] == "default"
-                else (lambda: registry.build(record["gate_factory"], record["gate_kwargs"])),
-                prefix + "gate.", problems))
+            if record["gate_kind"] == "default":
+                build, args = DefaultGate, (slot.channels, slot.topology)
+            else:
+                build, args = registry.build, (record["gate_factory"], record["gate_kwargs"])
+            added.update(_meta_shapes(build, args, prefix + "gate.", problems))
     expected = {k: v.shape for k, v in model.state_dict(keep_vars=True).items()
                 if torch.is_tensor(v) and not any(k.startswith(d) for d in dropped)}
     expected.update(added)

@@ -4,7 +4,6 @@ so a rejected call changes nothing."""
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 
