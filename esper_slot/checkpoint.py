@@ -27,15 +27,10 @@ from . import registry
 from .extra_state import VERSION_KEY, CheckpointError
 from .gate import DefaultGate
 from .lifecycle import SEED_STAGES, Stage
+from .slot import named_slots
 
 _EXTRA = "_extra_state"
 _WRAPPER_PARTS = ("_orig_mod", "module")  # torch.compile's and DDP's wrappers
-
-
-def _slots(module: nn.Module):
-    from .slot import SeedSlot
-
-    return [(name, m) for name, m in module.named_modules() if isinstance(m, SeedSlot)]
 
 
 def _meta_shapes(build, args: tuple, prefix: str, problems: list[str]) -> dict[str, torch.Size]:
@@ -57,7 +52,7 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
     problems: list[str] = []
     dropped: list[str] = []
     added: dict[str, torch.Size] = {}
-    for name, slot in _slots(model):
+    for name, slot in named_slots(model):
         prefix = f"{name}." if name else ""
         record = state_dict.get(prefix + _EXTRA)
         if record is None:
@@ -93,7 +88,7 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
             problems.append(f"{key!r} has shape {list(value.shape)} in the checkpoint but "
                             f"{list(expected[key])} in the model")
     if strict:
-        records = {(f"{n}." if n else "") + _EXTRA for n, _ in _slots(model)}
+        records = {(f"{n}." if n else "") + _EXTRA for n, _ in named_slots(model)}
         wanted = set(expected) | records
         problems += [f"missing key {k!r}" for k in sorted(wanted - set(state_dict))]
         problems += [f"unexpected key {k!r}" for k in sorted(set(state_dict) - wanted)]

@@ -19,8 +19,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .grad_flow import GradFlowStatus, _slots
+from .grad_flow import GradFlowStatus
 from .lifecycle import BlendMode, Stage
+from .slot import named_slots
 
 FIELDS = ("stage", "blend_mode", "ramp_step", "ramp_steps", "isolate_gradients", "alpha_bits",
           "seed_structure", "gate_structure")
@@ -90,7 +91,7 @@ def check_lockstep(model: nn.Module, *, group=None, timeout: float = 60.0,
                    what: str = "lifecycle") -> None:
     """Raise LockstepError on every rank unless all ranks hold the same slots in the same
     lifecycle state. Call on every rank after each transition (``what`` names it in errors)."""
-    slots = _slots(model)
+    slots = named_slots(model, display=True)
     names = [n for n, _ in slots]
     header = [len(slots), zlib.crc32("|".join(names).encode())]
     headers = _all_gather(header, group, timeout, what)
@@ -130,7 +131,7 @@ def check_grad_flow_all_ranks(model: nn.Module, *, group=None,
     """Grad-flow status of every slot combined over all ranks, returned on every rank: a slot is
     ok only if it is ok on every rank, and the status names the ranks where it is blocked. The
     one warning per blocked episode is logged on rank 0. Collective: call it on every rank."""
-    slots = _slots(model)
+    slots = named_slots(model, display=True)
     rows = _all_gather([v for _, s in slots for v in s.grad_flow.counts.tolist()], group,
                        timeout, "check_grad_flow_all_ranks")
     rank = dist.get_rank(group)

@@ -111,24 +111,14 @@ class GradFlowProbe(nn.Module):
                               forward_passes=passes, slot=slot, stage=stage, causes=causes)
 
 
-def _slots(model: nn.Module):
-    """(qualified name, slot) pairs; names as in the uncompiled model (no "_orig_mod.")."""
-    from .slot import SeedSlot
-
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, SeedSlot):
-            name = ".".join(part for part in name.split(".") if part != "_orig_mod")
-            found.append((name or "<root>", module))
-    return found
-
-
 def check_grad_flow(model: nn.Module) -> dict[str, GradFlowStatus]:
     """Grad-flow status of every SeedSlot in ``model`` (compiled or not), by qualified name.
 
     Reads all slots' buffers with one device-to-host transfer per device; call it outside the
     compiled step (e.g. every N steps, or use GradFlowMonitor)."""
-    slots = _slots(model)
+    from .slot import named_slots  # slot.py imports this module
+
+    slots = named_slots(model, display=True)
     by_device: dict[torch.device, list[int]] = {}
     for i, (_, slot) in enumerate(slots):
         by_device.setdefault(slot.grad_flow.counts.device, []).append(i)

@@ -324,3 +324,17 @@ class SeedSlot(nn.Module):
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, topology={self.topology!r}, stage={self.stage.name}, "
                 f"blend={self.blend_mode.name}, isolate_gradients={self.isolate_gradients}")
+
+
+def named_slots(model: nn.Module, *, display: bool = False) -> list[tuple[str, SeedSlot]]:
+    """Every SeedSlot in ``model`` with its qualified name. ``display``: names as in the plain
+    model (torch.compile's "_orig_mod." removed, "<root>" for the model itself); otherwise the
+    exact module path, which prefixes the slot's state-dict keys."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, SeedSlot):
+            if display:
+                name = ".".join(part for part in name.split(".") if part != "_orig_mod")
+                name = name or "<root>"
+            found.append((name, module))
+    return found
