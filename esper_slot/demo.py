@@ -13,6 +13,7 @@ identical outputs. DIR gets checkpoint.pt, training.png and summary.txt.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import logging
 import sys
@@ -59,22 +60,32 @@ def load_digits(device):
     return x[train].to(device), y[train].to(device), x[test].to(device), y[test].to(device)
 
 
-@torch.no_grad()
-def evaluate(model, x, y):
+@contextlib.contextmanager
+def eval_mode(model):
+    """Eval mode and no grad for the block, train mode after. The eager model is used, so
+    evaluation never adds compiled graphs."""
     model.eval()
-    logits = model(x)  # eager: evaluation never adds compiled graphs
-    model.train()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train()
+
+
+def evaluate_outputs(model, x):
+    with eval_mode(model):
+        return model(x)
+
+
+def evaluate(model, x, y):
+    logits = evaluate_outputs(model, x)
     return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
 
 
 def host_outputs_unchanged(model, x) -> bool:
     """The model's output equals the same host run without its slot, bit for bit."""
-    model.eval()
-    with torch.no_grad():
-        with_seed = model(x)
-        host_only = model.block2(model.block1(x))
-    model.train()
-    return torch.equal(with_seed, host_only)
+    with eval_mode(model):
+        return torch.equal(model(x), model.block2(model.block1(x)))
 
 
 def parse(argv):
@@ -208,14 +219,6 @@ def main(argv=None) -> int:
     if not ok:
         print("FAILED: a check above did not hold", file=sys.stderr)
     return 0 if ok else 1
-
-
-@torch.no_grad()
-def evaluate_outputs(model, x):
-    model.eval()
-    out = model(x)
-    model.train()
-    return out
 
 
 def format_summary(rows) -> str:
