@@ -4,6 +4,7 @@ so a rejected call changes nothing."""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 
@@ -63,6 +64,27 @@ def check_coefficient(op: str, host: Tensor, coef: Tensor, name: str) -> bool:
         f"{expected} with B = {host.shape[0] if host.dim() else '-'}, for host of shape "
         f"{list(host.shape)}"
     )
+
+
+def check_incubate(op: str, host: Tensor, incubate: Tensor | None) -> None:
+    """``incubate`` (optional) must be a one-element bool tensor on host's device."""
+    if incubate is None:
+        return
+    if not isinstance(incubate, Tensor):
+        raise ValueError(
+            f"{op}: incubate must be None or a bool tensor, got {type(incubate).__name__}; keep it "
+            "in a tensor (e.g. a module buffer) so torch.compile does not recompile when it flips"
+        )
+    if incubate.dtype != torch.bool or incubate.numel() != 1 or incubate.dim() > 1:
+        raise ValueError(
+            f"{op}: incubate must be a 0-d or [1] torch.bool tensor, got dtype {incubate.dtype} "
+            f"and shape {list(incubate.shape)}"
+        )
+    if incubate.device != host.device:
+        raise ValueError(
+            f"{op}: incubate is on {incubate.device} but host is on {host.device}; "
+            "move them to the same device"
+        )
 
 
 def distinct(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:

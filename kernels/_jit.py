@@ -27,6 +27,16 @@ def load_coef(ptr, sample, PER_SAMPLE: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def incubating(flag_ptr, HAS_FLAG: tl.constexpr):
+    """The operator's incubate flag (a one-element bool tensor), False when it has none. Read once
+    per program; kernels branch on it as a whole (a scalar branch: no lane reads the seed)."""
+    if HAS_FLAG:
+        return tl.load(flag_ptr) != 0
+    else:
+        return False
+
+
+@triton.jit
 def lerp(h, s, w):
     """torch.lerp's formula: exact h at w = 0 and exact s at w = 1."""
     return tl.where(w < 0.5, h + w * (s - h), s - (s - h) * (1.0 - w))

@@ -19,8 +19,9 @@ import torch
 from torch import Tensor
 
 from ._backend import HAS_TRITON
-from ._checks import check_coefficient, check_pair, distinct
+from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
+from ._incubate import flag_pointer, incubate_state, select_straight_through, straight_through_grads
 from ._layout import (
     broadcast_view,
     compute_dtype,
@@ -36,7 +37,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, cast, lerp, load_as, load_coef, store
+    from ._jit import block_offsets, cast, incubating, lerp, load_as, load_coef, store
 
     @triton.jit
     def _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C):
@@ -48,44 +49,59 @@ if HAS_TRITON:
 
     @triton.jit
     def _fwd_kernel(
-        host_ptr, seed_ptr, alpha_ptr, gate_ptr, out_ptr,
+        host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr, out_ptr,
         inner, blocks_per_sample,
         ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
+        HAS_FLAG: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
     ):
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
-        w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
-        # Reads host and seed once (seed rounded to host's dtype, as the contract casts it first),
-        # writes y once.
         T = out_ptr.dtype.element_ty
-        h = tl.load(host_ptr + offs, mask=mask).to(C)
-        s = load_as(seed_ptr, offs, mask, T, C)
-        store(out_ptr, offs, lerp(h, s, w), mask)
+        if incubating(flag_ptr, HAS_FLAG):
+            # The straight-through incubator: y is host's bits; seed is not even read.
+            tl.store(out_ptr + offs, tl.load(host_ptr + offs, mask=mask), mask=mask)
+        else:
+            w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
+            # Reads host and seed once (seed rounded to host's dtype, as the contract casts it
+            # first), writes y once.
+            h = tl.load(host_ptr + offs, mask=mask).to(C)
+            s = load_as(seed_ptr, offs, mask, T, C)
+            store(out_ptr, offs, lerp(h, s, w), mask)
 
     @triton.jit
     def _bwd_kernel(
-        grad_ptr, host_ptr, seed_ptr, alpha_ptr, gate_ptr,
+        grad_ptr, host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr,
         grad_host_ptr, grad_seed_ptr, partial_ptr,
         inner, blocks_per_sample,
         ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
+        HAS_FLAG: tl.constexpr,
         NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr, NEED_COEF: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
     ):
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
-        w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
         T = grad_ptr.dtype.element_ty  # host's dtype (host_ptr is only read with NEED_COEF)
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
-        if NEED_HOST:
-            store(grad_host_ptr, offs, g * (1.0 - w), mask)
-        if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
-            store(grad_seed_ptr, offs, cast(g * w, T), mask)
-        if NEED_COEF:  # host and seed are read only for dL/de; one partial sum per program
-            h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
-            s = load_as(seed_ptr, offs, mask, T, C)
-            tl.store(partial_ptr + tl.program_id(0), tl.sum(g * (s - h), axis=0))
-
+        if incubating(flag_ptr, HAS_FLAG):
+            # Straight through: g to host and to seed, nothing to alpha/gate; host and seed
+            # are not read.
+            if NEED_HOST:
+                store(grad_host_ptr, offs, g, mask)
+            if NEED_SEED:
+                store(grad_seed_ptr, offs, g, mask)
+            if NEED_COEF:
+                tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
+        else:
+            w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
+            if NEED_HOST:
+                store(grad_host_ptr, offs, g * (1.0 - w), mask)
+            if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
+                store(grad_seed_ptr, offs, cast(g * w, T), mask)
+            if NEED_COEF:  # host and seed are read only for dL/de; one partial sum per program
+                h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
+                s = load_as(seed_ptr, offs, mask, T, C)
+                tl.store(partial_ptr + tl.program_id(0), tl.sum(g * (s - h), axis=0))
 
 def _per_sample(alpha: Tensor, gate: Tensor | None) -> bool:
     return alpha.numel() > 1 or (gate is not None and gate.numel() > 1)
@@ -96,17 +112,19 @@ def _flat(alpha: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor]:
     return alpha_flat, flat(gate) if gate is not None else alpha_flat
 
 
-def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
+def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
+                incubate: Tensor | None) -> Tensor:
     out = torch.empty_like(host)
     if out.numel() == 0:
         return out
     geo = geometry(out, _per_sample(alpha, gate))
     work = geo.work(out)
     _fwd_kernel[geo.grid](
-        in_layout(host, geo.strides), in_layout(seed, geo.strides), *_flat(alpha, gate), work,
+        in_layout(host, geo.strides), in_layout(seed, geo.strides), *_flat(alpha, gate),
+        flag_pointer(incubate, alpha), work,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
-        GATE_PS=gate is not None and gate.numel() > 1,
+        GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
         F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
         num_warps=geo.num_warps,
     )
@@ -127,8 +145,8 @@ def _alloc_grads(like, seed_dtype, need_host, need_seed):
     return grad_host, grad_seed
 
 
-def _bwd_triton(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
-                need_gate):
+def _bwd_triton(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
+                need_alpha, need_gate):
     like = grad if host is None else host
     grad_host, grad_seed = _alloc_grads(like, seed_dtype, need_host, need_seed)
     need_coef = need_alpha or need_gate  # then host and seed were kept
@@ -145,11 +163,11 @@ def _bwd_triton(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed,
     h = in_layout(host, geo.strides) if need_coef else g
     s = in_layout(seed, geo.strides) if need_coef else g
     _bwd_kernel[geo.grid](
-        g, h, s, *_flat(alpha, gate),
+        g, h, s, *_flat(alpha, gate), flag_pointer(incubate, alpha),
         work_host if need_host else h, work_seed if need_seed else h, partials if need_coef else h,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
-        GATE_PS=gate is not None and gate.numel() > 1,
+        GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
         NEED_HOST=need_host, NEED_SEED=need_seed, NEED_COEF=need_coef,
         F64=grad.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
         num_warps=geo.num_warps,
@@ -183,7 +201,18 @@ def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
     return w
 
 
-def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
+def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
+               incubate: Tensor | None) -> Tensor:
+    state = incubate_state(incubate)
+    if state:
+        return torch.empty_like(host).copy_(host)  # straight through: host's bits
+    out = _blend_torch(host, seed, alpha, gate)
+    if state is None:  # the flag lives on a device: select there, no sync
+        out.copy_(torch.where(incubate.reshape(()), host, out))
+    return out
+
+
+def _blend_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
     c = compute_dtype(host.dtype)
     out = torch.empty_like(host)
     if host.device.type == "cpu" and gate is None and alpha.numel() == 1:
@@ -197,10 +226,25 @@ def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -
     return out.copy_(torch.lerp(host.to(c), seed.to(host.dtype).to(c), w))
 
 
-def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
-               need_gate):
+def _bwd_torch(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
+               need_alpha, need_gate):
+    state = incubate_state(incubate)
     grad_host, grad_seed = _alloc_grads(grad if host is None else host, seed_dtype, need_host,
                                         need_seed)
+    if state:  # straight through: g to host and seed, zeros to alpha/gate
+        return straight_through_grads(
+            grad, (grad_host, grad_seed), _zero_coef_grads(alpha, gate, need_alpha, need_gate))
+    grad_host, grad_seed, grad_alpha, grad_gate = _blend_bwd_torch(
+        grad, host, seed, alpha, gate, grad_host, grad_seed, need_host, need_seed, need_alpha,
+        need_gate)
+    if state is None:
+        return select_straight_through(incubate, grad, (grad_host, grad_seed),
+                                       (grad_alpha, grad_gate))
+    return grad_host, grad_seed, grad_alpha, grad_gate
+
+
+def _blend_bwd_torch(grad, host, seed, alpha, gate, grad_host, grad_seed, need_host, need_seed,
+                     need_alpha, need_gate):
     c = compute_dtype(grad.dtype)
     w = _weight_torch(grad, alpha, gate)
     g = grad.to(c)
@@ -210,7 +254,7 @@ def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, 
         else:
             grad_host.copy_(g * (1 - w))
     if need_seed:
-        if grad.dtype == c and seed_dtype == c:
+        if grad.dtype == c and grad_seed.dtype == c:
             torch.mul(g, w, out=grad_seed)
         else:
             grad_seed.copy_((g * w).to(grad.dtype))
@@ -225,12 +269,12 @@ def _bwd_torch(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, 
 # ---- registration: fakes mirror the launchers' allocations exactly ----
 
 
-def _fwd_fake(host, seed, alpha, gate):
+def _fwd_fake(host, seed, alpha, gate, incubate):
     return torch.empty_like(host)
 
 
-def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha,
-              need_gate):
+def _bwd_fake(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
+              need_alpha, need_gate):
     grad_host, grad_seed = _alloc_grads(grad if host is None else host, seed_dtype, need_host,
                                         need_seed)
     grad_alpha = alpha.new_empty(alpha.shape if need_alpha else (0,))
@@ -241,9 +285,9 @@ def _bwd_fake(grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, n
 
 blend_lerp_fwd, blend_lerp_bwd = register_pair(
     "blend_lerp",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate) -> Tensor",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate) -> Tensor",
     bwd_schema="(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, "
-    "ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
+    "Tensor? incubate, ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     torch_impls=(_fwd_torch, _bwd_torch),
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
@@ -255,24 +299,24 @@ class BlendLerp(torch.autograd.Function):
     """Autograd boundary of blend_add / blend_gate (gate=None for blend_add)."""
 
     @staticmethod
-    def forward(ctx, host, seed, alpha, gate):
+    def forward(ctx, host, seed, alpha, gate, incubate):
         ctx.seed_dtype = seed.dtype
         ctx.has_gate = gate is not None
         need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
         # Inputs only, never fresh tensors; host and seed only when dL/de needs them (else
         # backward reads just the incoming gradient and keeps nothing input-sized alive).
         kept = (host, seed) if need_coef else (None, None)
-        ctx.save_for_backward(*kept, alpha, gate)
-        return blend_lerp_fwd(host, seed, alpha, gate)
+        ctx.save_for_backward(*kept, alpha, gate, incubate)
+        return blend_lerp_fwd(host, seed, alpha, gate, incubate)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, gate = ctx.saved_tensors
-        need_host, need_seed, need_alpha, need_gate = ctx.needs_input_grad
+        host, seed, alpha, gate, incubate = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
         need_gate = need_gate and ctx.has_gate
         grad_host, grad_seed, grad_alpha, grad_gate = blend_lerp_bwd(
-            grad, host, seed, alpha, gate, ctx.seed_dtype,
+            grad, host, seed, alpha, gate, incubate, ctx.seed_dtype,
             need_host, need_seed, need_alpha, need_gate,
         )
         return (
@@ -280,10 +324,12 @@ class BlendLerp(torch.autograd.Function):
             grad_seed if need_seed else None,
             grad_alpha if need_alpha else None,
             grad_gate if need_gate else None,
+            None,
         )
 
 
-def blend_add(host: Tensor, seed: Tensor, alpha: Tensor) -> Tensor:
+def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
+              incubate: Tensor | None = None) -> Tensor:
     """``host + a (seed - host)`` with ``a = clamp(alpha, 0, 1)``, computed like torch.lerp.
 
     Args:
@@ -294,18 +340,27 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor) -> Tensor:
         y, exactly host where a = 0 and exactly seed (cast) where a = 1.
     Gradients reach host, seed and alpha (alpha's summed over its broadcast dims and passed
     through clamp as torch.clamp does).
+
+    incubate: None, or a 0-d/[1] bool tensor on host's device read by the kernel at run time.
+        While it holds True the call is the straight-through incubator, ``ste(host, seed,
+        copy=True)``: y is host bit for bit (seed is not read, so a NaN/Inf seed cannot leak),
+        dL/dhost = dL/dseed = g, and alpha (and gate) get zero gradients. Flipping it never
+        recompiles a compiled graph (SeedSlot's TRAINING -> BLENDING switch).
     """
     check_pair("blend_add", host, seed, "seed")
     check_coefficient("blend_add", host, alpha, "alpha")
-    return BlendLerp.apply(*distinct(host, seed, alpha), None)
+    check_incubate("blend_add", host, incubate)
+    return BlendLerp.apply(*distinct(host, seed, alpha), None, incubate)
 
 
-def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor) -> Tensor:
+def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
+               incubate: Tensor | None = None) -> Tensor:
     """``host + e (seed - host)`` with ``e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)``.
 
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
-    Gradients reach host, seed, alpha and gate."""
+    Gradients reach host, seed, alpha and gate; ``incubate`` as in blend_add."""
     check_pair("blend_gate", host, seed, "seed")
     check_coefficient("blend_gate", host, alpha, "alpha")
     check_coefficient("blend_gate", host, gate, "gate")
-    return BlendLerp.apply(*distinct(host, seed, alpha, gate))
+    check_incubate("blend_gate", host, incubate)
+    return BlendLerp.apply(*distinct(host, seed, alpha, gate), incubate)

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from ._backend import HAS_TRITON
-from ._checks import check_coefficient, check_pair, distinct
+from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
+from ._incubate import flag_pointer, incubate_state, select_straight_through, straight_through_grads
 from ._layout import (
     broadcast_view,
     compute_dtype,
@@ -32,32 +33,37 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, cast, load_as, load_coef, store, tanh
+    from ._jit import block_offsets, cast, incubating, load_as, load_coef, store, tanh
 
     @triton.jit
     def _fwd_kernel(
-        host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, out_ptr,
+        host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr, out_ptr,
         inner, blocks_per_sample,
-        ALPHA_PS: tl.constexpr, TIED: tl.constexpr,
+        ALPHA_PS: tl.constexpr, TIED: tl.constexpr, HAS_FLAG: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
     ):
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         T = out_ptr.dtype.element_ty
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
-        a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
-        # Reads host, seed and (unless TIED: it holds host's values) seed_input once each, cast
-        # to host's dtype; writes y once.
-        h = tl.load(host_ptr + offs, mask=mask).to(C)
-        s = load_as(seed_ptr, offs, mask, T, C)
-        s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
-        store(out_ptr, offs, h * (1.0 + a * tanh(s - s_in)), mask)
+        if incubating(flag_ptr, HAS_FLAG):
+            # The straight-through incubator: y is host's bits; seed is not even read.
+            tl.store(out_ptr + offs, tl.load(host_ptr + offs, mask=mask), mask=mask)
+        else:
+            a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
+            # Reads host, seed and (unless TIED: it holds host's values) seed_input once each,
+            # cast to host's dtype; writes y once.
+            h = tl.load(host_ptr + offs, mask=mask).to(C)
+            s = load_as(seed_ptr, offs, mask, T, C)
+            s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
+            store(out_ptr, offs, h * (1.0 + a * tanh(s - s_in)), mask)
 
     @triton.jit
     def _bwd_kernel(
-        grad_ptr, host_ptr, seed_ptr, seed_input_ptr, alpha_ptr,
+        grad_ptr, host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr,
         grad_host_ptr, grad_seed_ptr, grad_seed_input_ptr, partial_ptr,
         inner, blocks_per_sample,
         ALPHA_PS: tl.constexpr, TIED: tl.constexpr, TIED_GRAD: tl.constexpr,
+        HAS_FLAG: tl.constexpr,
         NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
         NEED_SEED_INPUT: tl.constexpr, NEED_ALPHA: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
@@ -65,29 +71,42 @@ if HAS_TRITON:
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         T = host_ptr.dtype.element_ty
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
-        a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
-        # Reads g, host, seed, seed_input (host's values when TIED) once; writes only the
-        # gradients asked for.
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
-        h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
-        s = load_as(seed_ptr, offs, mask, T, C)
-        s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
-        t = tanh(s - s_in)
-        d_seed = g * h * a * (1.0 - t * t)
-        if NEED_HOST:  # TIED_GRAD: seed_input is host itself, so its -d_seed joins host's
-            d_host = g * (1.0 + a * t)
-            if TIED_GRAD:
-                d_host = d_host - d_seed
-            store(grad_host_ptr, offs, d_host, mask)
-        if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
-            store(grad_seed_ptr, offs, cast(d_seed, T), mask)
-        if NEED_SEED_INPUT:
-            store(grad_seed_input_ptr, offs, cast(-d_seed, T), mask)
-        if NEED_ALPHA:
-            tl.store(partial_ptr + tl.program_id(0), tl.sum(g * h * t, axis=0))
+        if incubating(flag_ptr, HAS_FLAG):
+            # Straight through: g to host and seed, zeros to seed_input and alpha; host, seed
+            # and seed_input are not read.
+            if NEED_HOST:
+                store(grad_host_ptr, offs, g, mask)
+            if NEED_SEED:
+                store(grad_seed_ptr, offs, g, mask)
+            if NEED_SEED_INPUT:
+                store(grad_seed_input_ptr, offs, tl.zeros_like(g), mask)
+            if NEED_ALPHA:
+                tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
+        else:
+            a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
+            # Reads g, host, seed, seed_input (host's values when TIED) once; writes only the
+            # gradients asked for.
+            h = tl.load(host_ptr + offs, mask=mask, other=0.0).to(C)
+            s = load_as(seed_ptr, offs, mask, T, C)
+            s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
+            t = tanh(s - s_in)
+            d_seed = g * h * a * (1.0 - t * t)
+            if NEED_HOST:  # TIED_GRAD: seed_input is host itself, so its -d_seed joins host's
+                d_host = g * (1.0 + a * t)
+                if TIED_GRAD:
+                    d_host = d_host - d_seed
+                store(grad_host_ptr, offs, d_host, mask)
+            if NEED_SEED:  # rounded to host's dtype (the cast's gradient), stored in seed's
+                store(grad_seed_ptr, offs, cast(d_seed, T), mask)
+            if NEED_SEED_INPUT:
+                store(grad_seed_input_ptr, offs, cast(-d_seed, T), mask)
+            if NEED_ALPHA:
+                tl.store(partial_ptr + tl.program_id(0), tl.sum(g * h * t, axis=0))
 
 
-def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
+def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
+                incubate: Tensor | None) -> Tensor:
     out = torch.empty_like(host)
     if out.numel() == 0:
         return out
@@ -96,9 +115,11 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | 
     h = in_layout(host, geo.strides)
     _fwd_kernel[geo.grid](
         h, in_layout(seed, geo.strides),
-        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha), work,
+        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
+        flag_pointer(incubate, alpha), work,
         geo.inner, geo.blocks_per_sample,
-        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, F64=host.dtype == torch.float64,
+        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, HAS_FLAG=incubate is not None,
+        F64=host.dtype == torch.float64,
         BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps,
     )
     if geo.staged:
@@ -119,8 +140,8 @@ def _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha
     )
 
 
-def _bwd_triton(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
-                need_seed_input):
+def _bwd_triton(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
+                need_alpha, need_seed_input):
     grads = _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
                          need_seed_input)
     grad_host, grad_seed, grad_alpha, grad_seed_input = grads
@@ -141,11 +162,12 @@ def _bwd_triton(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_
     _bwd_kernel[geo.grid](
         in_layout(grad, geo.strides), h, in_layout(seed, geo.strides),
         h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
+        flag_pointer(incubate, alpha),
         work_host if need_host else h, work_seed if need_seed else h,
         work_seed_input if need_seed_input else h, partials if need_alpha else h,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, TIED_GRAD=tied_grad,
-        NEED_HOST=need_host, NEED_SEED=need_seed,
+        HAS_FLAG=incubate is not None, NEED_HOST=need_host, NEED_SEED=need_seed,
         NEED_SEED_INPUT=need_seed_input, NEED_ALPHA=need_alpha,
         F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
         num_warps=geo.num_warps,
@@ -171,7 +193,18 @@ def _tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor
     return torch.tanh(seed.to(host.dtype).to(c) - s_in.to(host.dtype).to(c))
 
 
-def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
+def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
+               incubate: Tensor | None) -> Tensor:
+    state = incubate_state(incubate)
+    if state:
+        return torch.empty_like(host).copy_(host)  # straight through: host's bits
+    out = _blend_torch(host, seed, alpha, seed_input)
+    if state is None:  # the flag lives on a device: select there, no sync
+        out.copy_(torch.where(incubate.reshape(()), host, out))
+    return out
+
+
+def _blend_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
     a = broadcast_view(alpha, host.dim(), compute_dtype(host.dtype)).clamp(0, 1)
     t = _tanh_torch(host, seed, seed_input)
     out = torch.empty_like(host)
@@ -180,20 +213,35 @@ def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | N
     return out.copy_(host.to(t.dtype) * t.mul_(a).add_(1))
 
 
-def _bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
-               need_seed_input):
-    grads = _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
-                         need_seed_input)
-    grad_host, grad_seed, grad_alpha, grad_seed_input = grads
+def _bwd_torch(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
+               need_alpha, need_seed_input):
+    state = incubate_state(incubate)
+    grad_host, grad_seed, grad_alpha, grad_seed_input = _alloc_grads(
+        host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input)
+    if state:  # straight through: g to host and seed, zeros to alpha and seed_input
+        grad_host, grad_seed, grad_alpha, grad_seed_input = straight_through_grads(
+            grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input))
+        return grad_host, grad_seed, grad_alpha, grad_seed_input
+    grad_host, grad_seed, grad_alpha, grad_seed_input = _blend_bwd_torch(
+        grad, host, seed, alpha, seed_input, tied_grad, grad_host, grad_seed, grad_alpha,
+        grad_seed_input, need_alpha)
+    if state is None:
+        grad_host, grad_seed, grad_alpha, grad_seed_input = select_straight_through(
+            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input))
+    return grad_host, grad_seed, grad_alpha, grad_seed_input
+
+
+def _blend_bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, grad_host, grad_seed,
+                     grad_alpha, grad_seed_input, need_alpha):
     t = _tanh_torch(host, seed, seed_input)
     a = broadcast_view(alpha, host.dim(), t.dtype).clamp(0, 1)
     g, h = grad.to(t.dtype), host.to(t.dtype)
     d_seed = g * h * a * (1 - t * t)
-    if need_host:
+    if grad_host.numel():
         grad_host.copy_(g * (1 + a * t) - d_seed if tied_grad else g * (1 + a * t))
-    if need_seed:
+    if grad_seed.numel():
         grad_seed.copy_(d_seed.to(host.dtype))
-    if need_seed_input and seed_input is not None:
+    if grad_seed_input.numel():
         grad_seed_input.copy_((-d_seed).to(host.dtype))
     if need_alpha:
         sums = per_sample_sum(g * h * t, alpha.numel() > 1)
@@ -206,21 +254,22 @@ def _bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_s
 # host's, for the case where seed_input is host itself.
 
 
-def _fwd_fake(host, seed, alpha, seed_input):
+def _fwd_fake(host, seed, alpha, seed_input, incubate):
     return torch.empty_like(host)
 
 
-def _bwd_fake(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed, need_alpha,
-              need_seed_input):
+def _bwd_fake(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
+              need_alpha, need_seed_input):
     return _alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
                         need_seed_input)
 
 
 blend_multiply_fwd, blend_multiply_bwd = register_pair(
     "blend_multiply",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input) -> Tensor",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) "
+    "-> Tensor",
     bwd_schema="(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
-    "bool tied_grad, bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
+    "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     torch_impls=(_fwd_torch, _bwd_torch),
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
@@ -235,29 +284,31 @@ class BlendMultiply(torch.autograd.Function):
     gradient flows into host (seed_input is host itself) or nowhere (host.detach())."""
 
     @staticmethod
-    def forward(ctx, host, seed, alpha, seed_input, tied_grad):
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate):
         ctx.tied_grad = tied_grad
-        ctx.save_for_backward(host, seed, alpha, seed_input)
-        return blend_multiply_fwd(host, seed, alpha, seed_input)
+        ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
+        return blend_multiply_fwd(host, seed, alpha, seed_input, incubate)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, seed_input = ctx.saved_tensors
-        need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
-        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, ctx.tied_grad,
+        host, seed, alpha, seed_input, incubate = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_seed_input, _, _ = ctx.needs_input_grad
+        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
                                    need_host, need_seed, need_alpha, need_seed_input)
         needs = (need_host, need_seed, need_alpha, need_seed_input)
-        return (*(g if needed else None for g, needed in zip(grads, needs)), None)
+        return (*(g if needed else None for g, needed in zip(grads, needs)), None, None)
 
 
-def _check(op, host, seed, alpha):
+def _check(op, host, seed, alpha, incubate):
     check_pair(op, host, seed, "seed")
     check_coefficient(op, host, alpha, "alpha")
+    check_incubate(op, host, incubate)
     return distinct(host, seed, alpha)
 
 
-def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor) -> Tensor:
+def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor, *,
+                   incubate: Tensor | None = None) -> Tensor:
     """``host (1 + a tanh(seed - seed_input))`` with ``a = clamp(alpha, 0, 1)``.
 
     Args:
@@ -267,18 +318,23 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
         seed_input: what the seed was fed, host's shape and device; cast to host's dtype.
             At seed == seed_input, y == host. Passing host itself reads it once.
     Gradients reach host, seed, alpha and seed_input (into host when it is host).
+    incubate: as in blend_add (while True: ste(host, seed, copy=True), and seed_input gets a
+        zero gradient).
     """
     check_pair("blend_multiply", host, seed_input, "seed_input")
     tied = seed_input is host
-    host, seed, alpha = _check("blend_multiply", host, seed, alpha)
+    host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
     if tied:
-        return BlendMultiply.apply(host, seed, alpha, None, True)
-    return BlendMultiply.apply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False)
+        return BlendMultiply.apply(host, seed, alpha, None, True, incubate)
+    return BlendMultiply.apply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False,
+                               incubate)
 
 
-def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor) -> Tensor:
-    """``blend_multiply(host, seed, alpha, host.detach())``, reading host once.
+def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
+                            incubate: Tensor | None = None) -> Tensor:
+    """``blend_multiply(host, seed, alpha, host.detach(), incubate=incubate)``, reading host once.
 
     For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.
     """
-    return BlendMultiply.apply(*_check("blend_multiply", host, seed, alpha), None, False)
+    return BlendMultiply.apply(*_check("blend_multiply", host, seed, alpha, incubate), None, False,
+                               incubate)

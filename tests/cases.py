@@ -87,7 +87,7 @@ def make_case(
         "gate": (kernels.blend_gate, reference.blend_gate),
         "multiply": (kernels.blend_multiply, reference.blend_multiply),
         "multiply_tied": (
-            lambda h, s, a: kernels.blend_multiply(h, s, a, h),
+            lambda h, s, a, **kw: kernels.blend_multiply(h, s, a, h, **kw),
             lambda h, s, a: reference.blend_multiply(h, s, a, h),
         ),
         "multiply_detached": (

@@ -29,18 +29,29 @@ def tensors(host_layout, seed_layout, device, dtype=torch.float32, per_sample=Tr
     return host, seed, alpha, gate, grad
 
 
+FLAGS = (None, torch.tensor(True), torch.tensor([False]))  # no flag, incubating, blending
+
+
+def flag_for(host_layout, seed_layout, per_sample, device):
+    """One incubate flag per case, rotating so every flag meets several layouts (opcheck is slow:
+    all three flags on every case would triple the time)."""
+    flag = FLAGS[(LAYOUTS.index((host_layout, seed_layout)) + per_sample) % len(FLAGS)]
+    return flag if flag is None else flag.to(device)
+
+
 @pytest.mark.parametrize("per_sample", [True, False])
 @pytest.mark.parametrize("host_layout,seed_layout", LAYOUTS)
 def test_opcheck_lerp(host_layout, seed_layout, per_sample, device):
     host, seed, alpha, gate, grad = tensors(host_layout, seed_layout, device, torch.bfloat16,
                                             per_sample)
+    flag = flag_for(host_layout, seed_layout, per_sample, device)
     for g in (None, gate):
-        torch.library.opcheck(blend_lerp_fwd, (host, seed, alpha, g), test_utils=UTILS)
+        torch.library.opcheck(blend_lerp_fwd, (host, seed, alpha, g, flag), test_utils=UTILS)
     for needs in [(True, True, True, True), (True, True, False, False), (False, True, True, False)]:
-        torch.library.opcheck(
-            blend_lerp_bwd, (grad, host, seed, alpha, gate, seed.dtype, *needs), test_utils=UTILS)
+        torch.library.opcheck(blend_lerp_bwd, (grad, host, seed, alpha, gate, flag, seed.dtype,
+                                               *needs), test_utils=UTILS)
     # host and seed are not kept when no coefficient needs a gradient
-    torch.library.opcheck(blend_lerp_bwd, (grad, None, None, alpha, None, seed.dtype,
+    torch.library.opcheck(blend_lerp_bwd, (grad, None, None, alpha, None, flag, seed.dtype,
                                            True, True, False, False), test_utils=UTILS)
 
 
@@ -50,9 +61,12 @@ def test_opcheck_multiply(host_layout, seed_layout, per_sample, device):
     host, seed, alpha, _, grad = tensors(host_layout, seed_layout, device, torch.float32,
                                          per_sample)
     seed_input = seed * 0.5
+    flag = flag_for(host_layout, seed_layout, per_sample, device)
     for s_in in (seed_input, None):
-        torch.library.opcheck(blend_multiply_fwd, (host, seed, alpha, s_in), test_utils=UTILS)
+        torch.library.opcheck(blend_multiply_fwd, (host, seed, alpha, s_in, flag),
+                              test_utils=UTILS)
     for s_in, tied in ((seed_input, False), (None, True), (None, False)):
         for needs in [(True, True, True, True), (False, True, False, False)]:
             torch.library.opcheck(blend_multiply_bwd,
-                                  (grad, host, seed, alpha, s_in, tied, *needs), test_utils=UTILS)
+                                  (grad, host, seed, alpha, s_in, flag, tied, *needs),
+                                  test_utils=UTILS)

@@ -1,0 +1,59 @@
+"""The blend operators' ``incubate`` flag: SeedSlot's TRAINING stage as tensor data.
+
+While the one-element bool tensor holds True, a blend operator is the straight-through incubator
+(``ste(host, seed, copy=True)``): the output is host's bits, dL/dhost = dL/dseed = g, and every
+other input (alpha, gate, seed_input) gets a zero gradient. Because the flag is read at run time
+(one scalar load per Triton program), a compiled graph serves both stages without recompiling.
+
+The Triton kernels branch on it per program (``_jit.incubating``). The PyTorch path reads it on
+the host when it lives on the CPU (free: no device sync), and otherwise selects with torch.where
+on the device; both give the same bits.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def flag_pointer(incubate: Tensor | None, placeholder: Tensor) -> Tensor:
+    """What a launcher passes for the flag: the flag, or any tensor when there is none (the
+    kernel is compiled with HAS_FLAG=False then and never reads it)."""
+    return placeholder if incubate is None else incubate
+
+
+def incubate_state(incubate: Tensor | None) -> bool | None:
+    """False without a flag; the flag's value when it is on the CPU; None when it is on another
+    device (the PyTorch path then selects on the device with select_straight_through)."""
+    if incubate is None:
+        return False
+    if incubate.device.type == "cpu":
+        return bool(incubate.item())
+    return None
+
+
+def straight_through_grads(grad: Tensor, passed: tuple[Tensor, ...],
+                           zeroed: tuple[Tensor, ...] = ()) -> tuple[Tensor, ...]:
+    """Fill the allocated gradients as ste's backward does: ``grad`` into each of ``passed``
+    (cast to its dtype), zeros into each of ``zeroed``. Unneeded gradients are empty and stay
+    so."""
+    for out in passed:
+        if out.numel():
+            out.copy_(grad)
+    for out in zeroed:
+        if out.numel():
+            out.zero_()
+    return passed + zeroed
+
+
+def select_straight_through(incubate: Tensor, grad: Tensor, passed: tuple[Tensor, ...],
+                            zeroed: tuple[Tensor, ...] = ()) -> tuple[Tensor, ...]:
+    """The blend's gradients, replaced on the device by ste's where the flag is True."""
+    flag = incubate.reshape(())
+    for out in passed:
+        if out.numel():
+            out.copy_(torch.where(flag, grad.to(out.dtype), out))
+    for out in zeroed:
+        if out.numel():
+            out.masked_fill_(flag, 0)
+    return passed + zeroed
