@@ -105,7 +105,7 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         problems.append(f"topology is {state['topology']!r} but the slot is {topology!r}")
     if state["channels"] != channels:
         problems.append(f"channels is {state['channels']} but the slot has {channels}")
-    if stage is Stage.FOSSILIZED and state["alpha"] != 1:
+    if stage == Stage.FOSSILIZED and state["alpha"] != 1:
         problems.append(f"alpha is {state['alpha']} in stage FOSSILIZED, must be 1.0")
     if stage not in SEED_STAGES:
         if state["alpha"] != 0:

@@ -2,16 +2,21 @@
 
 Stage by stage (see lifecycle.py):
     DORMANT, PRUNED   return host unchanged; no seed exists, nothing is called.
-    TRAINING          kernels.ste(host, seed(x), copy=True): the output is host bit for bit
-                      while the seed trains on the full gradient: an incubator.
+    TRAINING          the straight-through incubator, ste(host, seed(x), copy=True): the output
+                      is host bit for bit while the seed trains on the full gradient.
     BLENDING          kernels.blend_{add,multiply,gate}(host, seed(x), alpha): alpha ramps 0 -> 1.
     FOSSILIZED        the same blend at alpha = 1, for good.
 x is host, or host.detach() when ``isolate_gradients`` is on (then no seed gradient reaches the
 host, and in TRAINING the host's gradients equal those of the model without a seed, exactly).
 
-torch.compile: alpha is a 0-d buffer updated in place, so a ramp of any length never recompiles;
-the stage, blend mode and isolation are plain attributes that torch.compile guards on, so each
-stage compiles once (per train/eval mode).
+torch.compile: state that changes during training is tensor data, never Python state a compiled
+graph guards or branches on. alpha is a 0-d buffer and ``incubating`` a 0-d bool buffer (True in
+TRAINING), both updated in place; the blend operators read the flag at run time and act as the
+straight-through incubator while it is set. So TRAINING -> BLENDING -> FOSSILIZED, step() and
+set_alpha() never recompile, for any number of slots. Only structure specialises a graph: whether
+a seed exists, its modules, the blend mode and isolation, all fixed from germinate() to prune(),
+and forward reads them as plain values (a bool and a str compared with ==, never identity tests,
+which torch.compile may fold without a guard: pytorch/pytorch#196173).
 """
 
 from __future__ import annotations
@@ -55,8 +60,10 @@ class SeedSlot(nn.Module):
             raise ValueError(f"topology must be one of {sorted(TOPOLOGIES)}, got {topology!r}")
         self.channels = channels
         self.topology = topology
-        self.stage = Stage.DORMANT
-        self.blend_mode = BlendMode.ADD
+        self.stage = Stage.DORMANT  # host-side only: forward never reads it
+        self._blend = BlendMode.ADD.value  # forward compares this str by value
+        self._seeded = False  # forward's "is there a seed" (a bool, never `seed is None`)
+        self.generation = 0  # counts structure changes (germinate, prune, load): compiled.py
         self.isolate_gradients = TOPOLOGIES[topology]
         self.seed: nn.Module | None = None
         self.gate: nn.Module | None = None
@@ -69,8 +76,9 @@ class SeedSlot(nn.Module):
         self.gate_kind = "none"
         self.gate_factory: str | None = None
         self.gate_kwargs: dict = {}
-        # Not persistent: alpha is saved in the slot's record (get_extra_state) with the stage.
+        # Not persistent: both are saved in the slot's record (get_extra_state) as alpha/stage.
         self.register_buffer("alpha", torch.zeros(()), persistent=False)
+        self.register_buffer("incubating", torch.zeros((), dtype=torch.bool), persistent=False)
         self.grad_flow = GradFlowProbe()
         self.name = ""  # set by check_grad_flow(model) to the slot's qualified name
         self._rebuild_dtype: torch.dtype | None = None
@@ -80,27 +88,31 @@ class SeedSlot(nn.Module):
 
     # ---- forward ----
 
+    @property
+    def blend_mode(self) -> BlendMode:
+        """How BLENDING mixes the seed in (ADD for a slot without a seed)."""
+        return BlendMode(self._blend)
+
     def forward(self, host: Tensor) -> Tensor:
-        if self.seed is None:  # DORMANT or PRUNED (one compiled graph for both)
+        if not self._seeded:  # DORMANT or PRUNED (one compiled graph for both)
             return host
-        stage = self.stage
         self._check_features(host)
         seed_input = host.detach() if self.isolate_gradients else host
         seed = self.seed(seed_input)
         if self.training:
             self.grad_flow.record(seed, self.seed)
-        if stage is Stage.TRAINING:
-            # A copy, not an alias: hosts with in-place ops after the slot (ReLU(inplace=True))
-            # must keep working once a seed is germinated.
-            return kernels.ste(host, seed, copy=True)
-        mode = self.blend_mode
-        if mode is BlendMode.ADD:
-            return kernels.blend_add(host, seed, self.alpha)
-        if mode is BlendMode.MULTIPLY:
+        # One call for TRAINING, BLENDING and FOSSILIZED: while `incubating` holds True the
+        # operator is ste(host, seed, copy=True) (a copy, so in-place ops after the slot such as
+        # ReLU(inplace=True) keep working); then it blends by alpha.
+        flag = self.incubating
+        mode = self._blend
+        if mode == "ADD":
+            return kernels.blend_add(host, seed, self.alpha, incubate=flag)
+        if mode == "MULTIPLY":
             if self.isolate_gradients:
-                return kernels.blend_multiply_detached(host, seed, self.alpha)
-            return kernels.blend_multiply(host, seed, self.alpha, host)
-        return kernels.blend_gate(host, seed, self.alpha, self.gate(seed_input))
+                return kernels.blend_multiply_detached(host, seed, self.alpha, incubate=flag)
+            return kernels.blend_multiply(host, seed, self.alpha, host, incubate=flag)
+        return kernels.blend_gate(host, seed, self.alpha, self.gate(seed_input), incubate=flag)
 
     def _check_features(self, host: Tensor) -> None:
         dim = 1 if self.topology == "cnn" else -1
@@ -140,7 +152,7 @@ class SeedSlot(nn.Module):
                              f"{type(seed).__name__}")
         if not isinstance(blend, BlendMode):
             raise ValueError(f"blend must be a BlendMode, got {blend!r}")
-        if gate is not None and blend is not BlendMode.GATE:
+        if gate is not None and blend != BlendMode.GATE:
             raise ValueError(f"a gate network is only used with BlendMode.GATE, not {blend.name}")
         if gate is not None and not isinstance(gate, (nn.Module, str)):
             raise ValueError(f"gate must be an nn.Module or a registered factory name, got "
@@ -154,26 +166,24 @@ class SeedSlot(nn.Module):
         gate_factory = gate if isinstance(gate, str) else None
         seed = registry.build(seed, seed_kwargs) if seed_factory else seed
         gate_kind = "none"
-        if blend is BlendMode.GATE:
+        if blend == BlendMode.GATE:
             gate_kind = "factory" if gate_factory else "custom" if gate is not None else "default"
             if gate_factory:
                 gate = registry.build(gate_factory, gate_kwargs)
             elif gate is None:
                 gate = DefaultGate(self.channels, self.topology)
         device = self.alpha.device
-        self.seed = seed.to(device)
-        self.gate = gate.to(device) if gate is not None else None
+        self._install(seed.to(device), gate.to(device) if gate is not None else None, blend)
         self.seed_factory, self.seed_kwargs = seed_factory, seed_kwargs if seed_factory else {}
         self.gate_kind, self.gate_factory = gate_kind, gate_factory
         self.gate_kwargs = gate_kwargs if gate_factory else {}
-        self.blend_mode = blend
         self.isolate_gradients = (
             TOPOLOGIES[self.topology] if isolate_gradients is None else isolate_gradients
         )
         self._set_alpha(0.0)
         self.ramp_steps, self.ramp_step, self.ramp_curve = 0, 0, "linear"
         self.grad_flow.reset()
-        self.stage = Stage.TRAINING
+        self._enter(Stage.TRAINING)
 
     def start_blending(self, steps: int, curve: str = "linear") -> None:
         """Enter BLENDING with alpha = 0; ``steps`` calls of step() bring it to exactly 1.0
@@ -185,7 +195,7 @@ class SeedSlot(nn.Module):
             raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
         self.ramp_steps, self.ramp_step, self.ramp_curve = steps, 0, curve
         self._set_alpha(ramp_alpha(0, steps, curve))
-        self.stage = Stage.BLENDING
+        self._enter(Stage.BLENDING)
 
     def step(self) -> float:
         """Advance the ramp one step; returns the new alpha. Stays at 1.0 once reached (the
@@ -208,22 +218,34 @@ class SeedSlot(nn.Module):
         require_stage("fossilize", self.stage, self._label())
         self._set_alpha(1.0)
         self.ramp_step = self.ramp_steps
-        self.stage = Stage.FOSSILIZED
+        self._enter(Stage.FOSSILIZED)
 
     def prune(self) -> None:
         """Remove the seed (and gate): the slot returns host unchanged again."""
         require_stage("prune", self.stage, self._label())
-        self.seed = None
-        self.gate = None
+        self._install(None, None, BlendMode.ADD)
         self._forget_seed_source()
         self._set_alpha(0.0)
         self.ramp_steps, self.ramp_step = 0, 0
         self.grad_flow.reset()
-        self.stage = Stage.PRUNED
+        self._enter(Stage.PRUNED)
 
     def _forget_seed_source(self) -> None:
         self.seed_factory, self.seed_kwargs = None, {}
         self.gate_kind, self.gate_factory, self.gate_kwargs = "none", None, {}
+
+    def _install(self, seed: nn.Module | None, gate: nn.Module | None, blend: BlendMode) -> None:
+        """Set the slot's structure: what compiled graphs specialise on."""
+        self.seed, self.gate = seed, gate
+        self._seeded = seed is not None
+        self._blend = blend.value
+        self.generation += 1
+
+    def _enter(self, stage: Stage) -> None:
+        """Set the stage and its tensor form (in place: compiled graphs read the new value)."""
+        self.stage = stage
+        with torch.no_grad():
+            self.incubating.fill_(stage == Stage.TRAINING)
 
     def _set_alpha(self, value: float) -> None:
         with torch.no_grad():
@@ -281,8 +303,8 @@ class SeedSlot(nn.Module):
                 raise_if([str(err)], self._label(), state[VERSION_KEY])
         else:
             seed = gate = None
-        self.seed, self.gate = seed, gate
-        self.stage, self.blend_mode = stage, blend
+        self._install(seed, gate, blend)
+        self._enter(stage)
         self.isolate_gradients = state["isolate_gradients"]
         self.ramp_step, self.ramp_steps = state["ramp_step"], state["ramp_steps"]
         self.ramp_curve = state["ramp_curve"]

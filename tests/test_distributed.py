@@ -72,7 +72,8 @@ def ddp_lifecycle(rank, world, compiled):
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_ddp_gradients_match_single_process(compiled):
     for diffs, graph_breaks, graphs in run_ranks(ddp_lifecycle, compiled=compiled):
-        assert graph_breaks == 0 and graphs == (2 if compiled else 0)  # one per stage
+        # TRAINING and BLENDING share one graph: the stage is tensor data
+        assert graph_breaks == 0 and graphs == (1 if compiled else 0)
         assert set(diffs) == {"TRAINING", "BLENDING"}
         for stage, diff in diffs.items():
             assert diff < 1e-6, (stage, diff)

@@ -231,11 +231,17 @@ def test_germinate_moves_seed_to_the_slot_device():
 
 
 def test_slot_uses_the_fused_operators(monkeypatch):
+    """One operator per blend mode serves TRAINING and BLENDING: the incubate flag it is given
+    (the slot's `incubating` buffer) is True in TRAINING and False from BLENDING on."""
     calls = []
-    for name in ("ste", "blend_add", "blend_multiply_detached", "blend_gate"):
+    for name in ("ste", "blend_add", "blend_multiply", "blend_multiply_detached", "blend_gate"):
         original = getattr(kernels, name)
-        monkeypatch.setattr(kernels, name,
-                            lambda *a, _n=name, _f=original, **kw: calls.append(_n) or _f(*a, **kw))
+
+        def spy(*a, _n=name, _f=original, **kw):
+            calls.append((_n, bool(kw["incubate"])))
+            return _f(*a, **kw)
+
+        monkeypatch.setattr(kernels, name, spy)
     features = torch.randn(2, 8, 3, 3)
     for mode in BlendMode:
         slot = SeedSlot(8, "cnn")
@@ -243,7 +249,9 @@ def test_slot_uses_the_fused_operators(monkeypatch):
         slot(features)
         slot.start_blending(2)
         slot(features)
-    assert calls == ["ste", "blend_add", "ste", "blend_multiply_detached", "ste", "blend_gate"]
+    assert calls == [("blend_add", True), ("blend_add", False),
+                     ("blend_multiply_detached", True), ("blend_multiply_detached", False),
+                     ("blend_gate", True), ("blend_gate", False)]
 
 
 class InplaceReluHost(nn.Module):
