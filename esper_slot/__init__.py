@@ -6,6 +6,7 @@
     slot.fossilize()                                   # FOSSILIZED: the seed is permanent
     check_grad_flow(model)                             # always-on grad-flow status
     save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
+    step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
 """
 
 from . import distributed
@@ -16,6 +17,7 @@ from .checkpoint import (
     save_checkpoint,
     strip_wrapper_prefixes,
 )
+from .compiled import CompileBudgetError, SlotCompiledModule, compile
 from .extra_state import SCHEMA_VERSION, CheckpointError, migrate_extra_state
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
@@ -27,13 +29,16 @@ __all__ = [
     "SCHEMA_VERSION",
     "BlendMode",
     "CheckpointError",
+    "CompileBudgetError",
     "DefaultGate",
     "GradFlowMonitor",
     "GradFlowStatus",
     "LifecycleError",
     "SeedSlot",
+    "SlotCompiledModule",
     "Stage",
     "check_grad_flow",
+    "compile",
     "distributed",
     "load_checkpoint",
     "load_state_dict",

@@ -41,6 +41,20 @@ from .lifecycle import (
 
 TOPOLOGIES = {"cnn": True, "transformer": False}  # topology -> default isolate_gradients
 
+_last_generation = 0  # the newest SeedSlot.generation handed out, process-wide
+
+
+def structure_generation() -> int:
+    """Grows whenever any slot changes structure (germinate, prune, load): one integer that
+    esper_slot.compile compares per call to learn that a model may need other graphs."""
+    return _last_generation
+
+
+def _next_generation() -> int:
+    global _last_generation
+    _last_generation += 1
+    return _last_generation
+
 
 class SeedSlot(nn.Module):
     """A slot for one seed at a point of the host's forward pass.
@@ -63,7 +77,7 @@ class SeedSlot(nn.Module):
         self.stage = Stage.DORMANT  # host-side only: forward never reads it
         self._blend = BlendMode.ADD.value  # forward compares this str by value
         self._seeded = False  # forward's "is there a seed" (a bool, never `seed is None`)
-        self.generation = 0  # counts structure changes (germinate, prune, load): compiled.py
+        self.generation = 0  # unique per structure this slot has had (see structure_generation)
         self.isolate_gradients = TOPOLOGIES[topology]
         self.seed: nn.Module | None = None
         self.gate: nn.Module | None = None
@@ -87,6 +101,11 @@ class SeedSlot(nn.Module):
         install_load_guard(self)
 
     # ---- forward ----
+
+    @property
+    def has_seed(self) -> bool:
+        """A seed is in the slot (TRAINING, BLENDING or FOSSILIZED)."""
+        return self._seeded
 
     @property
     def blend_mode(self) -> BlendMode:
@@ -239,7 +258,7 @@ class SeedSlot(nn.Module):
         self.seed, self.gate = seed, gate
         self._seeded = seed is not None
         self._blend = blend.value
-        self.generation += 1
+        self.generation = _next_generation()
 
     def _enter(self, stage: Stage) -> None:
         """Set the stage and its tensor form (in place: compiled graphs read the new value)."""

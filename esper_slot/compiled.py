@@ -1,0 +1,163 @@
+"""esper_slot.compile: torch.compile for a model with slots, for a whole run of lifecycles.
+
+Why it exists. A compiled graph specialises on each slot's structure (whether it holds a seed,
+the seed's modules, the blend mode, isolation). Stage changes, alpha ramps and retargets are
+tensor data and never recompile, but every germinate() and prune() of any slot gives the model a
+new structure, and so a new graph per train/eval mode. torch.compile keeps every graph of a
+function in one cache limited to ``torch._dynamo.config.recompile_limit`` (8) entries: a host
+with several slots reaches it after a handful of germinate/prune calls, and then raises
+``FailOnRecompileLimitHit`` (fullgraph=True) or silently runs eager from then on.
+
+What it does. ``esper_slot.compile(model, **torch_compile_kwargs)`` compiles the model once per
+structure: each structure gets a function of its own (a fresh code object, so a cache of its
+own), holding only that structure's graphs (train, eval, and whatever the inputs need). When a
+slot changes structure, the wrapper switches function; it keeps the most recent
+``keep_structures`` of them (a pruned slot often returns the model to a structure it just had)
+and evicts the graphs of older ones. Per call it costs one integer comparison
+(``slot.structure_generation()``) on top of torch.compile's own dispatch.
+
+If one structure alone would need more graphs than the recompile limit (inputs of ever new
+shapes or dtypes, say), the wrapper raises CompileBudgetError naming the fix, before torch.compile
+would raise or fall back to eager.
+"""
+
+from __future__ import annotations
+
+import logging
+import types
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .slot import named_slots, structure_generation
+
+logger = logging.getLogger(__name__)
+
+try:  # clears a code object's compiled graphs (what torch._dynamo.reset does for all of them)
+    from torch._C._dynamo.eval_frame import reset_code as _reset_code
+except ImportError:  # pragma: no cover - other torch versions: dropping the function suffices
+    _reset_code = None
+
+
+class CompileBudgetError(RuntimeError):
+    """One slot structure needs more compiled graphs than the recompile limit allows."""
+
+
+def _call(module, *args, **kwargs):
+    return module(*args, **kwargs)
+
+
+class _Structure:
+    """The compiled function of one slot structure (its own code object, so its own cache)."""
+
+    def __init__(self, key: tuple, serial: int, compile_kwargs: dict):
+        code = _call.__code__.replace(co_name=f"esper_slot_structure_{serial}")
+        self.key = key
+        self.function = types.FunctionType(code, _call.__globals__, code.co_name)
+        self.compiled: Callable[..., Any] = torch.compile(self.function, **compile_kwargs)
+
+    def entries(self) -> list:
+        return torch._dynamo.eval_frame._debug_get_cache_entry_list(self.function.__code__)
+
+    def evict(self) -> None:
+        if _reset_code is not None:
+            _reset_code(self.function.__code__)
+
+
+class SlotCompiledModule(nn.Module):
+    """What esper_slot.compile returns: call it like the model. The model is ``_orig_mod`` (as
+    in torch.compile's wrapper), so state dicts carry the "_orig_mod." prefix that
+    esper_slot.load_state_dict(..., from_wrapped=True) and strip_wrapper_prefixes remove, and
+    attribute lookups that the wrapper does not have go to the model."""
+
+    def __init__(self, model: nn.Module, keep_structures: int, compile_kwargs: dict):
+        super().__init__()
+        self._orig_mod = model
+        self._compile_kwargs = compile_kwargs
+        self._keep = keep_structures
+        self._structures: OrderedDict[tuple, _Structure] = OrderedDict()
+        self._current: _Structure | None = None
+        self._generation_seen = -1
+        self._serial = 0
+        self.structures_compiled = 0  # structures this wrapper has made a function for
+        self.structures_evicted = 0
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "_orig_mod":
+                raise
+            return getattr(self._orig_mod, name)
+
+    def structure_key(self) -> tuple:
+        """Each slot's structure: its generation while it holds a seed, None while empty (so a
+        slot pruned back to empty is the structure it had before germination)."""
+        return tuple((name, slot.generation if slot.has_seed else None)
+                     for name, slot in named_slots(self._orig_mod))
+
+    def forward(self, *args, **kwargs):
+        generation = structure_generation()
+        if generation != self._generation_seen:  # some slot somewhere changed structure
+            self._switch(self.structure_key())
+            self._generation_seen = generation
+        current = self._current
+        limit = self._compile_kwargs.get("recompile_limit") or torch._dynamo.config.recompile_limit
+        if len(current.entries()) >= limit:
+            self._check_budget(current, limit, args, kwargs)
+        return current.compiled(self._orig_mod, *args, **kwargs)
+
+    def _switch(self, key: tuple) -> None:
+        if self._current is not None and self._current.key == key:
+            return
+        structure = self._structures.pop(key, None)
+        if structure is None:
+            self._serial += 1
+            structure = _Structure(key, self._serial, self._compile_kwargs)
+            self.structures_compiled += 1
+        self._structures[key] = structure  # most recent last
+        while len(self._structures) > self._keep:
+            _, old = self._structures.popitem(last=False)
+            old.evict()
+            self.structures_evicted += 1
+            logger.debug("evicted the compiled graphs of slot structure %s", old.key)
+        self._current = structure
+
+    def _check_budget(self, structure: _Structure, limit: int, args, kwargs) -> None:
+        """The cache is full: raise if no graph in it fits this call (torch.compile would now
+        recompile past its limit: raise FailOnRecompileLimitHit, or run eager silently)."""
+        frame = {"module": self._orig_mod, "args": args, "kwargs": kwargs}
+        if any(entry.guard_manager.check(frame) for entry in structure.entries()):
+            return
+        raise CompileBudgetError(
+            f"esper_slot.compile: the model's current slot structure already has {limit} "
+            f"compiled graphs (the recompile limit) and this call fits none of them, so "
+            "torch.compile would raise FailOnRecompileLimitHit or fall back to eager. Slot "
+            "structure changes do not count here (each structure has its own budget): the calls "
+            "themselves differ, e.g. new input shapes or dtypes, grad mode, or frozen "
+            "parameters. Fix: esper_slot.compile(model, recompile_limit=N) with a larger N, or "
+            "dynamic=True when input shapes vary; TORCH_LOGS=recompiles shows what changed."
+        )
+
+
+def compile(model: nn.Module, *, keep_structures: int = 2,
+            **torch_compile_kwargs) -> SlotCompiledModule:
+    """torch.compile(model, **torch_compile_kwargs) that survives any number of germinate/prune
+    calls of any number of slots: one compiled function per slot structure, the
+    ``keep_structures`` most recent kept (older ones' graphs evicted).
+
+    Stage changes (TRAINING -> BLENDING -> FOSSILIZED), step(), set_alpha() cost no graph;
+    each germinate()/prune() costs at most one graph per train/eval mode (none when it returns
+    to a kept structure). Raises CompileBudgetError instead of torch's recompile-limit failure
+    or silent eager fallback. Call the result like the model; see SlotCompiledModule.
+    """
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"esper_slot.compile takes an nn.Module, got {type(model).__name__}")
+    if isinstance(keep_structures, bool) or not isinstance(keep_structures, int) or (
+            keep_structures < 1):
+        raise ValueError(f"keep_structures must be an int >= 1, got {keep_structures!r}")
+    if "model" in torch_compile_kwargs:
+        raise ValueError("pass the model as the first argument only")
+    return SlotCompiledModule(model, keep_structures, dict(torch_compile_kwargs))
