@@ -1,0 +1,86 @@
+"""Differential testing of compiled against eager: one model and a compiled deep copy, driven
+through the same lifecycle transitions, compared after each one (outputs and every parameter
+gradient of a train step, then an eval pass)."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from esper_slot import SeedSlot
+
+TOLERANCE = {"rtol": 1e-4, "atol": 1e-5}  # float32; Inductor may reorder a few operations
+
+
+class CountingBackend:
+    """A torch.compile backend (aot_eager underneath) that counts the graphs it compiles and how
+    often compiled code runs: a call that ran no compiled graph fell back to eager."""
+
+    def __init__(self, inner: str = "aot_eager"):
+        self.inner = torch._dynamo.lookup_backend(inner)
+        self.graphs = 0
+        self.runs = 0
+
+    def __call__(self, gm, example_inputs):
+        self.graphs += 1
+        compiled = self.inner(gm, example_inputs)
+
+        def run(*args):
+            self.runs += 1
+            return compiled(*args)
+
+        run._boxed_call = getattr(compiled, "_boxed_call", False)  # keep the calling convention
+        return run
+
+
+def slots_of(model: nn.Module) -> list[SeedSlot]:
+    return [m for m in model.modules() if isinstance(m, SeedSlot)]
+
+
+class Twins:
+    """``eager`` and ``inner`` (a deep copy, called through ``compiled = compile_fn(inner)``)."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, compile_fn, loss=None):
+        self.eager = model
+        self.inner = copy.deepcopy(model)
+        self.compiled = compile_fn(self.inner)
+        self.x = x
+        self.loss = loss or (lambda y: y.float().square().mean())
+
+    def both(self, fn) -> None:
+        """Apply ``fn(slots)`` to each twin's list of slots (seeds passed in are deep-copied by
+        the caller, once per twin)."""
+        fn(slots_of(self.eager))
+        fn(slots_of(self.inner))
+
+    def germinate(self, index: int, seed: nn.Module, **kwargs) -> None:
+        for model in (self.eager, self.inner):
+            slots_of(model)[index].germinate(copy.deepcopy(seed), **kwargs)
+
+    def train_step(self) -> torch.Tensor:
+        for model in (self.eager, self.inner):
+            model.zero_grad(set_to_none=True)
+        y_eager, y_compiled = self.eager(self.x), self.compiled(self.x)
+        torch.testing.assert_close(y_compiled, y_eager, **TOLERANCE)
+        self.loss(y_eager).backward()
+        self.loss(y_compiled).backward()
+        for (name, p_eager), p_compiled in zip(self.eager.named_parameters(),
+                                               self.inner.parameters()):
+            assert (p_eager.grad is None) == (p_compiled.grad is None), name
+            if p_eager.grad is not None:
+                torch.testing.assert_close(p_compiled.grad, p_eager.grad, msg=name, **TOLERANCE)
+        return y_eager
+
+    def eval_pass(self) -> None:
+        for model in (self.eager, self.inner):
+            model.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(self.compiled(self.x), self.eager(self.x), **TOLERANCE)
+        for model in (self.eager, self.inner):
+            model.train()
+
+    def check(self) -> None:
+        self.train_step()
+        self.eval_pass()
