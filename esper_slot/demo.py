@@ -1,4 +1,5 @@
-"""The main job: grow a seed in a small CNN trained on scikit-learn's digits, under torch.compile.
+"""The main job: grow a seed in a small CNN trained on scikit-learn's digits, compiled with
+esper_slot.compile (torch.compile, fullgraph=True, sized for slot lifecycles).
 
     python -m esper_slot.demo [--quick] [--freeze-seed] [--out DIR]   (or: esper-slot-demo)
 
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     x_train, y_train, x_test, y_test = load_digits(device)
     model = DigitsNet().to(device)
-    compiled = torch.compile(model, fullgraph=True)
+    compiled = es.compile(model, fullgraph=True)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     steps = ({"DORMANT": 60, "TRAINING": 40, "BLENDING": 40, "FOSSILIZED": 20} if args.quick
              else {"DORMANT": 300, "TRAINING": 200, "BLENDING": 200, "FOSSILIZED": 100})
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
     generator = torch.Generator(device="cpu").manual_seed(1)
     counters.clear()
     print(f"esper-slot demo: digits ({len(x_train)} train / {len(x_test)} test), device {device}, "
-          f"kernels backend {__import__('kernels').active_backend(device)}, torch.compile "
+          f"kernels backend {__import__('kernels').active_backend(device)}, esper_slot.compile "
           f"fullgraph=True{', seed frozen on purpose' if args.freeze_seed else ''}")
 
     control = {}  # a host-only copy trained on the same batches from germination on (eager)
