@@ -17,9 +17,9 @@ class FormulaSlot(SeedSlot):
         seed_input = host.detach() if self.isolate_gradients else host
         s = self.seed(seed_input)
         a = self.alpha.clamp(0, 1).to(host.dtype)
-        if self.blend_mode is BlendMode.ADD:
+        if self.blend_mode == BlendMode.ADD:
             return torch.lerp(host, s, a)
-        if self.blend_mode is BlendMode.MULTIPLY:
+        if self.blend_mode == BlendMode.MULTIPLY:
             return host * (1 + a * torch.tanh(s - seed_input))
         return torch.lerp(host, s, (a * self.gate(seed_input)).clamp(0, 1).to(host.dtype))
 
