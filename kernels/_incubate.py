@@ -12,6 +12,8 @@ on the device; both give the same bits.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,18 @@ def incubate_state(incubate: Tensor | None) -> bool | None:
     if incubate.device.type == "cpu":
         return bool(incubate.item())
     return None
+
+
+def forward_torch(host: Tensor, incubate: Tensor | None, blend: Callable[[], Tensor]) -> Tensor:
+    """The PyTorch path's forward: a copy of host while the flag is set (``blend`` not even run
+    when the flag is on the CPU), else ``blend()`` (host's layout, a fresh tensor)."""
+    state = incubate_state(incubate)
+    if state:
+        return torch.empty_like(host).copy_(host)
+    out = blend()
+    if state is None:  # the flag lives on a device: select there, no sync
+        out.copy_(torch.where(incubate.reshape(()), host, out))
+    return out
 
 
 def straight_through_grads(grad: Tensor, passed: tuple[Tensor, ...],

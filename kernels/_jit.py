@@ -37,6 +37,20 @@ def incubating(flag_ptr, HAS_FLAG: tl.constexpr):
 
 
 @triton.jit
+def straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+                           NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
+                           NEED_COEF: tl.constexpr):
+    """ste's backward inside a blend kernel: g to host and to seed (each rounded to its dtype),
+    this program's partial sum for the coefficient gradient zero. Reads nothing."""
+    if NEED_HOST:
+        store(grad_host_ptr, offs, g, mask)
+    if NEED_SEED:
+        store(grad_seed_ptr, offs, g, mask)
+    if NEED_COEF:
+        tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
+
+
+@triton.jit
 def lerp(h, s, w):
     """torch.lerp's formula: exact h at w = 0 and exact s at w = 1."""
     return tl.where(w < 0.5, h + w * (s - h), s - (s - h) * (1.0 - w))

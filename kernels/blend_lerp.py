@@ -21,7 +21,13 @@ from torch import Tensor
 from ._backend import HAS_TRITON
 from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
-from ._incubate import flag_pointer, incubate_state, select_straight_through, straight_through_grads
+from ._incubate import (
+    flag_pointer,
+    forward_torch,
+    incubate_state,
+    select_straight_through,
+    straight_through_grads,
+)
 from ._layout import (
     broadcast_view,
     compute_dtype,
@@ -37,7 +43,16 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, cast, incubating, lerp, load_as, load_coef, store
+    from ._jit import (
+        block_offsets,
+        cast,
+        incubating,
+        lerp,
+        load_as,
+        load_coef,
+        store,
+        straight_through_grads,
+    )
 
     @triton.jit
     def _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C):
@@ -84,14 +99,9 @@ if HAS_TRITON:
         T = grad_ptr.dtype.element_ty  # host's dtype (host_ptr is only read with NEED_COEF)
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if incubating(flag_ptr, HAS_FLAG):
-            # Straight through: g to host and to seed, nothing to alpha/gate; host and seed
-            # are not read.
-            if NEED_HOST:
-                store(grad_host_ptr, offs, g, mask)
-            if NEED_SEED:
-                store(grad_seed_ptr, offs, g, mask)
-            if NEED_COEF:
-                tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
+            # Straight through; host and seed are not read.
+            straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+                                   NEED_HOST, NEED_SEED, NEED_COEF)
         else:
             w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
             if NEED_HOST:
@@ -203,13 +213,7 @@ def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
                incubate: Tensor | None) -> Tensor:
-    state = incubate_state(incubate)
-    if state:
-        return torch.empty_like(host).copy_(host)  # straight through: host's bits
-    out = _blend_torch(host, seed, alpha, gate)
-    if state is None:  # the flag lives on a device: select there, no sync
-        out.copy_(torch.where(incubate.reshape(()), host, out))
-    return out
+    return forward_torch(host, incubate, lambda: _blend_torch(host, seed, alpha, gate))
 
 
 def _blend_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:

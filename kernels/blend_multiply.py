@@ -17,7 +17,13 @@ from torch import Tensor
 from ._backend import HAS_TRITON
 from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
-from ._incubate import flag_pointer, incubate_state, select_straight_through, straight_through_grads
+from ._incubate import (
+    flag_pointer,
+    forward_torch,
+    incubate_state,
+    select_straight_through,
+    straight_through_grads,
+)
 from ._layout import (
     broadcast_view,
     compute_dtype,
@@ -33,7 +39,16 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import block_offsets, cast, incubating, load_as, load_coef, store, tanh
+    from ._jit import (
+        block_offsets,
+        cast,
+        incubating,
+        load_as,
+        load_coef,
+        store,
+        straight_through_grads,
+        tanh,
+    )
 
     @triton.jit
     def _fwd_kernel(
@@ -73,16 +88,11 @@ if HAS_TRITON:
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if incubating(flag_ptr, HAS_FLAG):
-            # Straight through: g to host and seed, zeros to seed_input and alpha; host, seed
-            # and seed_input are not read.
-            if NEED_HOST:
-                store(grad_host_ptr, offs, g, mask)
-            if NEED_SEED:
-                store(grad_seed_ptr, offs, g, mask)
+            # Straight through, and zeros to seed_input; host, seed and seed_input are not read.
+            straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+                                   NEED_HOST, NEED_SEED, NEED_ALPHA)
             if NEED_SEED_INPUT:
                 store(grad_seed_input_ptr, offs, tl.zeros_like(g), mask)
-            if NEED_ALPHA:
-                tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
         else:
             a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
             # Reads g, host, seed, seed_input (host's values when TIED) once; writes only the
@@ -195,13 +205,7 @@ def _tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
                incubate: Tensor | None) -> Tensor:
-    state = incubate_state(incubate)
-    if state:
-        return torch.empty_like(host).copy_(host)  # straight through: host's bits
-    out = _blend_torch(host, seed, alpha, seed_input)
-    if state is None:  # the flag lives on a device: select there, no sync
-        out.copy_(torch.where(incubate.reshape(()), host, out))
-    return out
+    return forward_torch(host, incubate, lambda: _blend_torch(host, seed, alpha, seed_input))
 
 
 def _blend_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) -> Tensor:
