@@ -37,7 +37,7 @@ def incubating(flag_ptr, HAS_FLAG: tl.constexpr):
 
 
 @triton.jit
-def straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+def store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
                            NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
                            NEED_COEF: tl.constexpr):
     """ste's backward inside a blend kernel: g to host and to seed (each rounded to its dtype),

@@ -51,7 +51,7 @@ if HAS_TRITON:
         load_as,
         load_coef,
         store,
-        straight_through_grads,
+        store_straight_through,
     )
 
     @triton.jit
@@ -100,7 +100,7 @@ if HAS_TRITON:
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if incubating(flag_ptr, HAS_FLAG):
             # Straight through; host and seed are not read.
-            straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+            store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
                                    NEED_HOST, NEED_SEED, NEED_COEF)
         else:
             w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
@@ -291,7 +291,8 @@ blend_lerp_fwd, blend_lerp_bwd = register_pair(
     "blend_lerp",
     fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate) -> Tensor",
     bwd_schema="(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, "
-    "Tensor? incubate, ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, bool need_gate) "
+    "Tensor? incubate, ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, "
+    "bool need_gate) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     torch_impls=(_fwd_torch, _bwd_torch),
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,

@@ -46,7 +46,7 @@ if HAS_TRITON:
         load_as,
         load_coef,
         store,
-        straight_through_grads,
+        store_straight_through,
         tanh,
     )
 
@@ -89,7 +89,7 @@ if HAS_TRITON:
         g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
         if incubating(flag_ptr, HAS_FLAG):
             # Straight through, and zeros to seed_input; host, seed and seed_input are not read.
-            straight_through_grads(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
+            store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
                                    NEED_HOST, NEED_SEED, NEED_ALPHA)
             if NEED_SEED_INPUT:
                 store(grad_seed_input_ptr, offs, tl.zeros_like(g), mask)
@@ -273,7 +273,8 @@ blend_multiply_fwd, blend_multiply_bwd = register_pair(
     fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) "
     "-> Tensor",
     bwd_schema="(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
-    "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, bool need_seed_input) "
+    "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, "
+    "bool need_seed_input) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     torch_impls=(_fwd_torch, _bwd_torch),
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, twice: once on the PyTorch backend (CPU tensors run the PyTorch formulas)
 # and once with TRITON_INTERPRET=1 (CPU tensors run the real Triton kernels in the interpreter).
-# CUDA-marked tests run where a GPU is present and are skipped elsewhere. "dynamo"-marked tests
-# (torch.compile's guards and graph budget over many compiles; they do not depend on which kernel
-# runs) run in the first pass only. Between the passes, a smoke run of the benchmark harness (its
-# output goes to a temporary folder).
+# CUDA-marked tests run where a GPU is present and are skipped elsewhere. Tests marked
+# "backend_independent" (torch.compile's graph budget over many compiles, the grad-flow warning:
+# nothing a kernel backend changes) run in the first pass only. Between the passes, a smoke run of
+# the benchmark harness (its output goes to a temporary folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,4 +19,4 @@ trap 'rm -rf "$smoke"' EXIT
 tail -n 3 "$smoke/bench.log"
 "$PY" -m pytest -q -p no:cacheprovider bench/test_pytest_benchmark.py --benchmark-disable
 echo "== pass 2/2: Triton kernels under TRITON_INTERPRET=1 =="
-TRITON_INTERPRET=1 "$PY" -m pytest -q -m "not cuda and not dynamo" "$@"
+TRITON_INTERPRET=1 "$PY" -m pytest -q -m "not cuda and not backend_independent" "$@"

@@ -23,6 +23,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.backend_independent  # the warning logic; the other demo test runs the kernels
 def test_demo_freeze_seed_warns_once(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="esper_slot")
     assert demo.main(["--quick", "--freeze-seed", "--out", str(tmp_path)]) == 0

@@ -89,7 +89,7 @@ def test_tiny_gpt_with_a_slot_per_block_matches_eager():
 # ---- the graph budget ----
 
 
-@pytest.mark.dynamo
+@pytest.mark.backend_independent
 @pytest.mark.parametrize("compile_fn", [plain_compile(recompile_limit=32), slot_compile()],
                          ids=["torch.compile", "esper_slot.compile"])
 def test_graph_budget_with_four_slots(compile_fn):
@@ -120,7 +120,7 @@ def test_graph_budget_with_four_slots(compile_fn):
     assert not counters["graph_break"]
 
 
-@pytest.mark.dynamo
+@pytest.mark.backend_independent
 def test_plain_torch_compile_hits_its_limit_after_four_structure_changes():
     """What the README says happens at the limit without esper_slot.compile: each germinate or
     prune costs a train and an eval graph, so the 4th structure change would need graphs 9 and
@@ -136,7 +136,7 @@ def test_plain_torch_compile_hits_its_limit_after_four_structure_changes():
         twins.check()
 
 
-@pytest.mark.dynamo
+@pytest.mark.backend_independent
 def test_long_six_slot_run_under_torch_defaults():
     """Six slots, one transition at a time, prune/re-germinate cycles, a train step and an eval
     pass after each transition, torch's default recompile limit: it never raises, never falls back
@@ -183,7 +183,7 @@ def test_long_six_slot_run_under_torch_defaults():
         ["FOSSILIZED"] * 2 + ["BLENDING"] * 4)
 
 
-@pytest.mark.dynamo
+@pytest.mark.backend_independent
 def test_budget_error_names_the_fix_before_torch_fails():
     """One structure needing more graphs than the limit (new input shapes on every call): our
     error, not torch's FailOnRecompileLimitHit, and the call changes nothing."""
@@ -216,7 +216,7 @@ def test_compile_wrapper_is_the_model_for_attributes_and_state_dicts():
         esper_slot.compile(lambda x: x)
 
 
-@pytest.mark.dynamo
+@pytest.mark.backend_independent
 def test_kept_structure_is_reused_after_prune():
     """Germinate then prune returns the model to the structure it had: with the default
     keep_structures=2 that structure's graphs are still there, so the prune costs none."""
@@ -394,7 +394,8 @@ def test_bf16_autocast_training_matches_eager():
             assert y.dtype == torch.bfloat16
             loss = y.float().square().mean()
             loss.backward()
-            assert all(p.grad.dtype == torch.float32 for p in net.parameters() if p.grad is not None)
+            assert all(p.grad.dtype == torch.float32
+                       for p in net.parameters() if p.grad is not None)
             opt.step()
             losses.append(loss.detach())
         torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=1e-3)

@@ -22,7 +22,7 @@ from esper_slot.lifecycle import ALLOWED_FROM
 from tests.slot_models import MultiSlotMlp
 from tests.twins import Twins, slots_of
 
-pytestmark = pytest.mark.dynamo
+pytestmark = pytest.mark.backend_independent
 
 ACTIONS = ("germinate", "start_blending", "step", "set_alpha", "fossilize", "prune")
 
