@@ -24,7 +24,7 @@ if HAS_TRITON:
     import triton
     import triton.language as tl
 
-    from ._jit import store
+    from ._jit import EXACT, store
 
     @triton.jit
     def _clamp_rule(raw, grad):
@@ -116,6 +116,7 @@ def finish_triton(
         F64=partials.dtype.is_floating_point and partials.element_size() == 8,
         RBLOCK=1024,
         num_warps=4,
+        **EXACT,
     )
     return grad_alpha, grad_gate
 

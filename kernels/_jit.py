@@ -50,10 +50,18 @@ def store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_
         tl.store(partial_ptr + tl.program_id(0), tl.sum(tl.zeros_like(g), axis=0))
 
 
+# Launch option for every kernel: no floating-point contraction except the explicit tl.fma
+# calls. Triton 3.9 contracts a * b + c by default and 3.10 will not; pinning it keeps the bits
+# the same across versions, and equal to the interpreter's (which never contracts).
+EXACT = {"enable_fp_fusion": False}
+
+
 @triton.jit
 def lerp(h, s, w):
-    """torch.lerp's formula: exact h at w = 0 and exact s at w = 1."""
-    return tl.where(w < 0.5, h + w * (s - h), s - (s - h) * (1.0 - w))
+    """torch.lerp bit for bit (CUDA's and the CPU's): fma(w, s - h, h) for w < 0.5, else
+    fma(w - 1, s - h, s); exact h at w = 0 and exact s at w = 1."""
+    d = s - h
+    return tl.where(w < 0.5, tl.fma(w, d, h), tl.fma(w - 1.0, d, s))
 
 
 @triton.jit

@@ -44,6 +44,7 @@ if HAS_TRITON:
     import triton.language as tl
 
     from ._jit import (
+        EXACT,
         block_offsets,
         cast,
         incubating,
@@ -136,7 +137,7 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
         ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
         GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
         F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps,
+        num_warps=geo.num_warps, **EXACT,
     )
     if geo.staged:
         out.copy_(work)
@@ -180,7 +181,7 @@ def _bwd_triton(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, 
         GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
         NEED_HOST=need_host, NEED_SEED=need_seed, NEED_COEF=need_coef,
         F64=grad.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps,
+        num_warps=geo.num_warps, **EXACT,
     )
     if geo.staged:
         if need_host:

@@ -40,6 +40,7 @@ if HAS_TRITON:
     import triton.language as tl
 
     from ._jit import (
+        EXACT,
         block_offsets,
         cast,
         incubating,
@@ -130,7 +131,7 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | 
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, HAS_FLAG=incubate is not None,
         F64=host.dtype == torch.float64,
-        BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps,
+        BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps, **EXACT,
     )
     if geo.staged:
         out.copy_(work)
@@ -180,7 +181,7 @@ def _bwd_triton(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_h
         HAS_FLAG=incubate is not None, NEED_HOST=need_host, NEED_SEED=need_seed,
         NEED_SEED_INPUT=need_seed_input, NEED_ALPHA=need_alpha,
         F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps,
+        num_warps=geo.num_warps, **EXACT,
     )
     if geo.staged:
         for final, work, needed in ((grad_host, work_host, need_host),

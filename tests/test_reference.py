@@ -103,3 +103,24 @@ def test_multiply_alpha_gradient_when_seed_is_close_to_its_input(offset, dtype, 
     want = (host.double() * t).sum()
     torch.testing.assert_close(ours.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
                                atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64],
+                         ids=str)
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_blend_add_is_torch_lerp_bit_for_bit(per_sample, dtype, device):
+    """blend_add(h, s, alpha) == torch.lerp(h, s, alpha), every bit, on both backends: the
+    kernels write lerp's two contractions as tl.fma (as CUDA's and the CPU's lerp do) and pin
+    every other contraction off, so the interpreter, the CPU and CUDA agree. blend_gate with a
+    gate of 1 is the same lerp."""
+    shape = (8, 32, 64)  # 16K elements: 16 kernel blocks
+    host = torch.randn(shape, dtype=dtype, device=device)
+    seed = torch.randn(shape, dtype=dtype, device=device)
+    alpha_shape = (8, 1, 1) if per_sample else ()
+    for value in ([0.0, 0.3, 0.5, 0.7, 1.0, 0.123456] if not per_sample else [None]):
+        alpha = (torch.rand(alpha_shape, device=device).to(dtype) if value is None
+                 else torch.full(alpha_shape, value, dtype=dtype, device=device))
+        want = torch.lerp(host, seed, alpha.expand(shape) if per_sample else alpha)
+        assert torch.equal(kernels.blend_add(host, seed, alpha), want), value
+        gate = torch.ones(8, 1, 1, dtype=dtype, device=device)
+        assert torch.equal(kernels.blend_gate(host, seed, alpha, gate), want), value
