@@ -7,15 +7,18 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from esper_slot import BlendMode, SeedSlot
+from esper_slot import BlendMode, SeedSlot, Stage
 
 
 class FormulaSlot(SeedSlot):
-    """SeedSlot's BLENDING forward written as esper-lite's eager formulas (the baseline)."""
+    """SeedSlot's forward written as esper-lite's eager formulas (the baseline): its STE
+    ``h + (s - s.detach())`` in TRAINING, the blend formulas after."""
 
     def forward(self, host):
         seed_input = host.detach() if self.isolate_gradients else host
         s = self.seed(seed_input)
+        if self.stage == Stage.TRAINING:
+            return host + (s - s.detach())
         a = self.alpha.clamp(0, 1).to(host.dtype)
         if self.blend_mode == BlendMode.ADD:
             return torch.lerp(host, s, a)
@@ -72,7 +75,7 @@ class TransformerBlock(nn.Module):
                                 blend=BlendMode.MULTIPLY)
 
 
-def build(name: str, slot_cls, device, big: bool):
+def build(name: str, slot_cls, device, big: bool, stage: str = "BLENDING"):
     torch.manual_seed(0)
     if name == "cnn":
         model = Cnn(slot_cls, 64 if big else 16)
@@ -82,6 +85,8 @@ def build(name: str, slot_cls, device, big: bool):
         x = torch.randn(32 if big else 4, 128 if big else 32, 256 if big else 64)
     model.grow()
     for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
+        if stage == "TRAINING":
+            continue
         slot.start_blending(100)
         for _ in range(30):
             slot.step()

@@ -40,3 +40,28 @@ def active_backend(device: torch.device | str) -> str:
     if HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and INTERPRET)):
         return "triton"
     return "torch"
+
+
+COMPILE_PATHS = ("formulas", "opaque")
+_compile_path = "formulas"
+
+
+def set_compile_path(path: str) -> None:
+    """What the operators give torch.compile while it traces: "formulas" (default: the same math
+    as tensor ops inside a traceable autograd.Function, which Inductor fuses with the
+    neighbouring ops) or "opaque" (the registered ops, i.e. the fused Triton kernels on CUDA,
+    which Inductor cannot fuse into). Eager calls always run the kernels (or the PyTorch path).
+    Changing it recompiles graphs that contain the operators (torch.compile guards on it)."""
+    global _compile_path
+    if path not in COMPILE_PATHS:
+        raise ValueError(f"compile path must be one of {COMPILE_PATHS}, got {path!r}")
+    _compile_path = path
+
+
+def compile_path() -> str:
+    return _compile_path
+
+
+def tracing_formulas() -> bool:
+    """True while torch.compile traces and the compile path is "formulas"."""
+    return torch.compiler.is_compiling() and _compile_path == "formulas"

@@ -71,3 +71,24 @@ def select_straight_through(incubate: Tensor, grad: Tensor, passed: tuple[Tensor
         if out.numel():
             out.masked_fill_(flag, 0)
     return passed + zeroed
+
+
+# ---- the compile path (functional, traced into the graph) ----
+
+
+def where_incubating(incubate: Tensor | None, host: Tensor, out: Tensor) -> Tensor:
+    """``out``, or host's values where the flag is True (a select: NaN/Inf in ``out`` cannot
+    leak)."""
+    return out if incubate is None else torch.where(incubate.reshape(()), host, out)
+
+
+def straight_through_where(incubate: Tensor | None, grad: Tensor,
+                           passed: tuple[Tensor | None, ...],
+                           zeroed: tuple[Tensor | None, ...] = ()) -> tuple[Tensor | None, ...]:
+    """The blend's gradients (None where not needed), replaced by ste's where the flag is True:
+    ``grad`` (in each gradient's dtype) for ``passed``, zeros for ``zeroed``."""
+    if incubate is None:
+        return passed + zeroed
+    flag = incubate.reshape(())
+    return (tuple(None if t is None else torch.where(flag, grad.to(t.dtype), t) for t in passed)
+            + tuple(None if t is None else t.masked_fill(flag, 0) for t in zeroed))

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON
+from ._backend import HAS_TRITON, tracing_formulas
 from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
 from ._incubate import (
@@ -27,6 +27,8 @@ from ._incubate import (
     incubate_state,
     select_straight_through,
     straight_through_grads,
+    straight_through_where,
+    where_incubating,
 )
 from ._layout import (
     broadcast_view,
@@ -334,6 +336,50 @@ class BlendLerp(torch.autograd.Function):
         )
 
 
+class BlendLerpFormulas(torch.autograd.Function):
+    """The compile path of blend_add / blend_gate: BlendLerp's math and saved tensors, written
+    as tensor ops that torch.compile traces into the graph, so Inductor fuses them with the
+    operators around the blend. lerp, the clamp rules, the casts and the incubate flag's
+    selects are those of the kernels; backward recomputes the weight from the saved inputs."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, gate, incubate):
+        ctx.seed_dtype = seed.dtype
+        ctx.has_gate = gate is not None
+        need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
+        kept = (host, seed) if need_coef else (None, None)
+        ctx.save_for_backward(*kept, alpha, gate, incubate)
+        c = compute_dtype(host.dtype)
+        y = torch.lerp(host.to(c), seed.to(host.dtype).to(c), _weight_torch(host, alpha, gate))
+        return where_incubating(incubate, host, y.to(host.dtype))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, gate, incubate = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
+        need_gate = need_gate and ctx.has_gate
+        c = compute_dtype(grad.dtype)
+        w = _weight_torch(grad, alpha, gate)
+        g = grad.to(c)
+        grad_host = (g * (1 - w)).to(grad.dtype) if need_host else None
+        grad_seed = (g * w).to(grad.dtype).to(ctx.seed_dtype) if need_seed else None
+        grad_alpha = grad_gate = None
+        if need_alpha or need_gate:
+            d = g * (seed.to(host.dtype).to(c) - host.to(c))
+            grad_alpha, grad_gate = finish_torch(per_sample_sum(d, _per_sample(alpha, gate)),
+                                                 alpha, gate, need_alpha, need_gate)
+        grad_host, grad_seed, grad_alpha, grad_gate = straight_through_where(
+            incubate, grad, (grad_host, grad_seed),
+            (grad_alpha if need_alpha else None, grad_gate if need_gate else None))
+        return grad_host, grad_seed, grad_alpha, grad_gate, None
+
+
+def _blend_lerp(host, seed, alpha, gate, incubate):
+    function = BlendLerpFormulas if tracing_formulas() else BlendLerp
+    return function.apply(host, seed, alpha, gate, incubate)
+
+
 def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
               incubate: Tensor | None = None) -> Tensor:
     """``host + a (seed - host)`` with ``a = clamp(alpha, 0, 1)``, computed like torch.lerp.
@@ -356,7 +402,7 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
     check_pair("blend_add", host, seed, "seed")
     check_coefficient("blend_add", host, alpha, "alpha")
     check_incubate("blend_add", host, incubate)
-    return BlendLerp.apply(*distinct(host, seed, alpha), None, incubate)
+    return _blend_lerp(*distinct(host, seed, alpha), None, incubate)
 
 
 def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
@@ -369,4 +415,4 @@ def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
     check_coefficient("blend_gate", host, alpha, "alpha")
     check_coefficient("blend_gate", host, gate, "gate")
     check_incubate("blend_gate", host, incubate)
-    return BlendLerp.apply(*distinct(host, seed, alpha, gate), incubate)
+    return _blend_lerp(*distinct(host, seed, alpha, gate), incubate)

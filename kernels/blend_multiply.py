@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON
+from ._backend import HAS_TRITON, tracing_formulas
 from ._checks import check_coefficient, check_incubate, check_pair, distinct
 from ._coef_grad import finish_torch, finish_triton
 from ._incubate import (
@@ -23,6 +23,8 @@ from ._incubate import (
     incubate_state,
     select_straight_through,
     straight_through_grads,
+    straight_through_where,
+    where_incubating,
 )
 from ._layout import (
     broadcast_view,
@@ -236,22 +238,36 @@ def _bwd_torch(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_ho
     return grad_host, grad_seed, grad_alpha, grad_seed_input
 
 
-def _blend_bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, grad_host, grad_seed,
-                     grad_alpha, grad_seed_input, need_alpha):
+def _multiply_grads(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed,
+                    need_alpha, need_seed_input):
+    """The blend's gradients as tensor ops (None where not needed): host's, seed's and
+    seed_input's in the compute dtype, alpha's in alpha's dtype. Shared by the PyTorch path and
+    the compile path."""
     t = _tanh_torch(host, seed, seed_input)
     a = broadcast_view(alpha, host.dim(), t.dtype).clamp(0, 1)
     g, h = grad.to(t.dtype), host.to(t.dtype)
     d_seed = g * h * a * (1 - t * t)
-    if grad_host.numel():
-        grad_host.copy_(g * (1 + a * t) - d_seed if tied_grad else g * (1 + a * t))
-    if grad_seed.numel():
-        grad_seed.copy_(d_seed.to(host.dtype))
-    if grad_seed_input.numel():
-        grad_seed_input.copy_((-d_seed).to(host.dtype))
+    grad_host = None
+    if need_host:
+        grad_host = g * (1 + a * t) - d_seed if tied_grad else g * (1 + a * t)
+    grad_alpha = None
     if need_alpha:
         sums = per_sample_sum(g * h * t, alpha.numel() > 1)
         grad_alpha, _ = finish_torch(sums, alpha, None, True, False)
-    return grad_host, grad_seed, grad_alpha, grad_seed_input
+    return (grad_host, d_seed if need_seed else None, grad_alpha,
+            -d_seed if need_seed_input else None)
+
+
+def _blend_bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, grad_host, grad_seed,
+                     grad_alpha, grad_seed_input, need_alpha):
+    computed = _multiply_grads(grad, host, seed, alpha, seed_input, tied_grad,
+                               grad_host.numel() > 0, grad_seed.numel() > 0, need_alpha,
+                               grad_seed_input.numel() > 0)
+    for out, value in zip((grad_host, grad_seed, grad_seed_input),
+                          (computed[0], computed[1], computed[3])):
+        if value is not None:  # rounded to host's dtype (the cast's gradient), then out's
+            out.copy_(value.to(host.dtype))
+    return grad_host, grad_seed, computed[2] if need_alpha else grad_alpha, grad_seed_input
 
 
 # ---- registration: fakes mirror the launchers' allocations exactly ----
@@ -306,6 +322,44 @@ class BlendMultiply(torch.autograd.Function):
         return (*(g if needed else None for g, needed in zip(grads, needs)), None, None)
 
 
+class BlendMultiplyFormulas(torch.autograd.Function):
+    """The compile path of blend_multiply: BlendMultiply's math and saved tensors as tensor ops
+    that torch.compile traces into the graph (so Inductor fuses them with the neighbouring
+    operators); backward recomputes tanh from the saved inputs, as the kernels do."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate):
+        ctx.tied_grad = tied_grad
+        ctx.seed_dtype = seed.dtype
+        ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
+        t = _tanh_torch(host, seed, seed_input)
+        a = broadcast_view(alpha, host.dim(), t.dtype).clamp(0, 1)
+        y = (host.to(t.dtype) * (1 + a * t)).to(host.dtype)
+        return where_incubating(incubate, host, y)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, seed_input, incubate = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_seed_input, _, _ = ctx.needs_input_grad
+        need_seed_input = need_seed_input and seed_input is not None
+        grad_host, grad_seed, grad_alpha, grad_seed_input = _multiply_grads(
+            grad, host, seed, alpha, seed_input, ctx.tied_grad, need_host, need_seed,
+            need_alpha, need_seed_input)
+        grad_host = None if grad_host is None else grad_host.to(host.dtype)
+        grad_seed = None if grad_seed is None else grad_seed.to(host.dtype).to(ctx.seed_dtype)
+        if grad_seed_input is not None:
+            grad_seed_input = grad_seed_input.to(host.dtype).to(seed_input.dtype)
+        grad_host, grad_seed, grad_alpha, grad_seed_input = straight_through_where(
+            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input))
+        return grad_host, grad_seed, grad_alpha, grad_seed_input, None, None
+
+
+def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate):
+    function = BlendMultiplyFormulas if tracing_formulas() else BlendMultiply
+    return function.apply(host, seed, alpha, seed_input, tied_grad, incubate)
+
+
 def _check(op, host, seed, alpha, incubate):
     check_pair(op, host, seed, "seed")
     check_coefficient(op, host, alpha, "alpha")
@@ -331,9 +385,9 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
     tied = seed_input is host
     host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
     if tied:
-        return BlendMultiply.apply(host, seed, alpha, None, True, incubate)
-    return BlendMultiply.apply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False,
-                               incubate)
+        return _blend_multiply(host, seed, alpha, None, True, incubate)
+    return _blend_multiply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False,
+                           incubate)
 
 
 def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
@@ -342,5 +396,5 @@ def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
 
     For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.
     """
-    return BlendMultiply.apply(*_check("blend_multiply", host, seed, alpha, incubate), None, False,
-                               incubate)
+    return _blend_multiply(*_check("blend_multiply", host, seed, alpha, incubate), None, False,
+                           incubate)
