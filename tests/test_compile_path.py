@@ -184,3 +184,9 @@ def test_backward_keeps_no_more_than_the_inputs(op, alpha_grad):
     assert big <= input_bytes(case), [tuple(t.shape) for t in kept]
     if op == "add" and not alpha_grad:  # (a gate network's output always learns)
         assert big == 0
+
+
+def test_compile_path_is_checked():
+    with pytest.raises(ValueError, match="compile path must be one of"):
+        kernels.set_compile_path("triton_op")
+    assert kernels.compile_path() == "formulas"
