@@ -303,18 +303,22 @@ blend_lerp_fwd, blend_lerp_bwd = register_pair(
 )
 
 
+def _save_inputs(ctx, host, seed, alpha, gate, incubate) -> None:
+    """Inputs only, never fresh tensors; host and seed only when dL/de needs them (else
+    backward reads just the incoming gradient and keeps nothing input-sized alive)."""
+    ctx.seed_dtype = seed.dtype
+    ctx.has_gate = gate is not None
+    need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
+    kept = (host, seed) if need_coef else (None, None)
+    ctx.save_for_backward(*kept, alpha, gate, incubate)
+
+
 class BlendLerp(torch.autograd.Function):
     """Autograd boundary of blend_add / blend_gate (gate=None for blend_add)."""
 
     @staticmethod
     def forward(ctx, host, seed, alpha, gate, incubate):
-        ctx.seed_dtype = seed.dtype
-        ctx.has_gate = gate is not None
-        need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
-        # Inputs only, never fresh tensors; host and seed only when dL/de needs them (else
-        # backward reads just the incoming gradient and keeps nothing input-sized alive).
-        kept = (host, seed) if need_coef else (None, None)
-        ctx.save_for_backward(*kept, alpha, gate, incubate)
+        _save_inputs(ctx, host, seed, alpha, gate, incubate)
         return blend_lerp_fwd(host, seed, alpha, gate, incubate)
 
     @staticmethod
@@ -344,11 +348,7 @@ class BlendLerpFormulas(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, host, seed, alpha, gate, incubate):
-        ctx.seed_dtype = seed.dtype
-        ctx.has_gate = gate is not None
-        need_coef = ctx.needs_input_grad[2] or (gate is not None and ctx.needs_input_grad[3])
-        kept = (host, seed) if need_coef else (None, None)
-        ctx.save_for_backward(*kept, alpha, gate, incubate)
+        _save_inputs(ctx, host, seed, alpha, gate, incubate)
         c = compute_dtype(host.dtype)
         y = torch.lerp(host.to(c), seed.to(host.dtype).to(c), _weight_torch(host, alpha, gate))
         return where_incubating(incubate, host, y.to(host.dtype))
