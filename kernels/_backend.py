@@ -62,6 +62,13 @@ def compile_path() -> str:
     return _compile_path
 
 
+def eager_cpu(t: torch.Tensor) -> bool:
+    """True for a CPU tensor on the PyTorch path outside torch.compile: the operators then run
+    as native PyTorch ops (no registered-op boundary, native autograd where it gives the
+    contract's bits), since on a CPU the per-call overhead, not memory traffic, decides speed."""
+    return t.is_cpu and not INTERPRET and not torch.compiler.is_compiling()
+
+
 def tracing_formulas() -> bool:
     """True while torch.compile traces and the compile path is "formulas"."""
     return torch.compiler.is_compiling() and _compile_path == "formulas"

@@ -73,6 +73,24 @@ def select_straight_through(incubate: Tensor, grad: Tensor, passed: tuple[Tensor
     return passed + zeroed
 
 
+class Incubating(torch.autograd.Function):
+    """The eager CPU path of a blend operator while its flag holds True: ``ste(host, seed,
+    copy=True)``, with zero gradients for the operator's other tensor inputs (coefficients,
+    seed_input), as the kernels give them. Saves nothing."""
+
+    @staticmethod
+    def forward(ctx, host, seed, *others):
+        ctx.others = tuple(None if o is None else (o.shape, o.dtype) for o in others)
+        return host.clone()  # host's layout (clone preserves a dense tensor's strides)
+
+    @staticmethod
+    def backward(ctx, grad):
+        zeros = tuple(
+            None if meta is None or not needed else grad.new_zeros(meta[0], dtype=meta[1])
+            for meta, needed in zip(ctx.others, ctx.needs_input_grad[2:]))
+        return (grad, grad, *zeros)  # autograd casts seed's copy to seed's dtype
+
+
 # ---- the compile path (functional, traced into the graph) ----
 
 

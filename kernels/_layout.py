@@ -12,6 +12,7 @@ contiguous temporaries that are then copied into the outputs ("staged").
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -113,6 +114,23 @@ def broadcast_view(coef: Tensor, ndim: int, dtype: torch.dtype) -> Tensor:
     """alpha/gate as a [1 or B, 1, ..., 1] tensor of ``ndim`` dims (0-d for a 0-d host)."""
     shape = (coef.numel(),) + (1,) * (ndim - 1) if ndim else ()
     return coef.to(dtype).reshape(shape)
+
+
+def unit_clamp(coef: Tensor) -> float:
+    """clamp(coef, 0, 1) of a one-element CPU tensor as a Python float (no device sync on a
+    CPU), NaN kept as torch.clamp keeps it. Exact: every float16/bfloat16/float32 value is."""
+    v = coef.item()
+    return v if math.isnan(v) else min(max(v, 0.0), 1.0)
+
+
+def needs_grad(*tensors: Tensor | None) -> bool:
+    """Whether autograd will record an op on any of ``tensors``."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def same_dense_layout(host: Tensor, other: Tensor) -> bool:
+    """Both dense with the same strides: native elementwise ops then give host's layout."""
+    return other.stride() == host.stride() and (host.is_contiguous() or is_dense(host))
 
 
 def per_sample_sum(d: Tensor, per_sample: bool) -> Tensor:

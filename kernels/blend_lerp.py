@@ -14,14 +14,16 @@ Registered ops (one boundary per call): esper_slot::blend_lerp_fwd / blend_lerp_
 from __future__ import annotations
 
 import math
+import struct
 
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON, tracing_formulas
-from ._checks import check_coefficient, check_incubate, check_pair, distinct
+from ._backend import HAS_TRITON, eager_cpu, tracing_formulas
+from ._checks import check_coefficient, check_incubate, check_pair, distinct, plainly_valid
 from ._coef_grad import finish_torch, finish_triton
 from ._incubate import (
+    Incubating,
     flag_pointer,
     forward_torch,
     incubate_state,
@@ -37,7 +39,10 @@ from ._layout import (
     geometry,
     in_layout,
     is_dense,
+    needs_grad,
     per_sample_sum,
+    same_dense_layout,
+    unit_clamp,
 )
 from ._library import register_pair
 
@@ -224,9 +229,7 @@ def _blend_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None)
     out = torch.empty_like(host)
     if host.device.type == "cpu" and gate is None and alpha.numel() == 1:
         # One pass: lerp with a Python-number weight computes in float32 (float64) internally.
-        a = alpha.item()  # no device sync on CPU
-        weight = a if math.isnan(a) else min(max(a, 0.0), 1.0)  # torch.clamp keeps NaN
-        return torch.lerp(host, seed.to(host.dtype), weight, out=out)
+        return torch.lerp(host, seed.to(host.dtype), unit_clamp(alpha), out=out)
     w = _weight_torch(host, alpha, gate)
     if host.dtype == c and seed.dtype == c:
         return torch.lerp(host, seed, w, out=out)
@@ -319,7 +322,8 @@ class BlendLerp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, host, seed, alpha, gate, incubate):
         _save_inputs(ctx, host, seed, alpha, gate, incubate)
-        return blend_lerp_fwd(host, seed, alpha, gate, incubate)
+        fwd = _fwd_torch if eager_cpu(host) else blend_lerp_fwd  # eager CPU: no op boundary
+        return fwd(host, seed, alpha, gate, incubate)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -327,7 +331,8 @@ class BlendLerp(torch.autograd.Function):
         host, seed, alpha, gate, incubate = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
         need_gate = need_gate and ctx.has_gate
-        grad_host, grad_seed, grad_alpha, grad_gate = blend_lerp_bwd(
+        bwd = _bwd_torch if eager_cpu(grad) else blend_lerp_bwd
+        grad_host, grad_seed, grad_alpha, grad_gate = bwd(
             grad, host, seed, alpha, gate, incubate, ctx.seed_dtype,
             need_host, need_seed, need_alpha, need_gate,
         )
@@ -375,7 +380,59 @@ class BlendLerpFormulas(torch.autograd.Function):
         return grad_host, grad_seed, grad_alpha, grad_gate, None
 
 
+# ---- eager CPU path: native PyTorch ops where they give the contract's bits ----
+
+
+def _lerp_eager_cpu(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
+                    incubate: Tensor | None) -> Tensor:
+    """torch.lerp with native autograd wherever its numerics are the contract's: a Python-number
+    weight (lerp then computes in float32, or float64, for every dtype), or a tensor weight in
+    float32/float64. lerp's autograd saves nothing input-sized for a weight that needs no
+    gradient, and only host and seed (inputs) for one that does. Everything else (a tensor weight
+    with a bfloat16/float16 host, where torch.lerp would round the weight to that dtype; or
+    host and seed in different layouts) runs BlendLerp on the PyTorch path. Every tiny op costs
+    microseconds here, as much as lerp itself at 64K elements, so the weight takes the fewest."""
+    if incubate is not None and incubate.item():  # a CPU flag: reading it is free
+        return Incubating.apply(host, seed, alpha, gate)
+    if seed.dtype != host.dtype:
+        seed = seed.to(host.dtype)  # the contract's cast (its gradient casts back)
+    if not same_dense_layout(host, seed):
+        return _blend_lerp_function(host, seed, alpha, gate, incubate)
+    c = compute_dtype(host.dtype)
+    if needs_grad(alpha) or alpha.numel() > 1:
+        if host.dtype != c:
+            return _blend_lerp_function(host, seed, alpha, gate, incubate)
+        return torch.lerp(host, seed, _weight_torch(host, alpha, gate))
+    a = unit_clamp(alpha)
+    if gate is None:
+        return torch.lerp(host, seed, a)
+    if gate.numel() == 1 and not needs_grad(gate):
+        return torch.lerp(host, seed, _product_weight(a, unit_clamp(gate), c))
+    if host.dtype != c or gate.dim() > host.dim():
+        return _blend_lerp_function(host, seed, alpha, gate, incubate)
+    # gate broadcasts against host as it is (check_coefficient); clamp(g) * a stays in [0, 1],
+    # so the contract's outer clamp changes neither the value nor the gradient.
+    return torch.lerp(host, seed, torch.mul((gate if gate.dtype == c else gate.to(c)).clamp(0, 1), a))
+
+
+def _product_weight(a: float, g: float, c: torch.dtype) -> float:
+    """clamp(a * g, 0, 1) rounded as the kernels compute it in ``c`` (the product of two
+    float32 values is exact in a Python float; rounding it to float32 is the float32 product)."""
+    w = a * g
+    if c == torch.float32:
+        w = struct.unpack("f", struct.pack("f", w))[0]
+    return w if math.isnan(w) else min(max(w, 0.0), 1.0)
+
+
+def _blend_lerp_function(host, seed, alpha, gate, incubate):
+    if needs_grad(host, seed, alpha, gate):
+        return BlendLerp.apply(host, seed, alpha, gate, incubate)
+    return _fwd_torch(host, seed, alpha, gate, incubate)
+
+
 def _blend_lerp(host, seed, alpha, gate, incubate):
+    if eager_cpu(host):
+        return _lerp_eager_cpu(host, seed, alpha, gate, incubate)
     function = BlendLerpFormulas if tracing_formulas() else BlendLerp
     return function.apply(host, seed, alpha, gate, incubate)
 
@@ -399,10 +456,12 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
         dL/dhost = dL/dseed = g, and alpha (and gate) get zero gradients. Flipping it never
         recompiles a compiled graph (SeedSlot's TRAINING -> BLENDING switch).
     """
-    check_pair("blend_add", host, seed, "seed")
-    check_coefficient("blend_add", host, alpha, "alpha")
-    check_incubate("blend_add", host, incubate)
-    return _blend_lerp(*distinct(host, seed, alpha), None, incubate)
+    if not plainly_valid(host, seed, (alpha,), incubate):
+        check_pair("blend_add", host, seed, "seed")
+        check_coefficient("blend_add", host, alpha, "alpha")
+        check_incubate("blend_add", host, incubate)
+        host, seed, alpha = distinct(host, seed, alpha)
+    return _blend_lerp(host, seed, alpha, None, incubate)
 
 
 def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
@@ -411,8 +470,10 @@ def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
 
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
     Gradients reach host, seed, alpha and gate; ``incubate`` as in blend_add."""
-    check_pair("blend_gate", host, seed, "seed")
-    check_coefficient("blend_gate", host, alpha, "alpha")
-    check_coefficient("blend_gate", host, gate, "gate")
-    check_incubate("blend_gate", host, incubate)
-    return _blend_lerp(*distinct(host, seed, alpha, gate), incubate)
+    if not plainly_valid(host, seed, (alpha, gate), incubate):
+        check_pair("blend_gate", host, seed, "seed")
+        check_coefficient("blend_gate", host, alpha, "alpha")
+        check_coefficient("blend_gate", host, gate, "gate")
+        check_incubate("blend_gate", host, incubate)
+        host, seed, alpha, gate = distinct(host, seed, alpha, gate)
+    return _blend_lerp(host, seed, alpha, gate, incubate)

@@ -14,10 +14,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON, tracing_formulas
-from ._checks import check_coefficient, check_incubate, check_pair, distinct
+from ._backend import HAS_TRITON, eager_cpu, tracing_formulas
+from ._checks import check_coefficient, check_incubate, check_pair, distinct, plainly_valid
 from ._coef_grad import finish_torch, finish_triton
 from ._incubate import (
+    Incubating,
     flag_pointer,
     forward_torch,
     incubate_state,
@@ -33,7 +34,10 @@ from ._layout import (
     geometry,
     in_layout,
     is_dense,
+    needs_grad,
     per_sample_sum,
+    same_dense_layout,
+    unit_clamp,
 )
 from ._library import register_pair
 
@@ -309,15 +313,17 @@ class BlendMultiply(torch.autograd.Function):
     def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate):
         ctx.tied_grad = tied_grad
         ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
-        return blend_multiply_fwd(host, seed, alpha, seed_input, incubate)
+        fwd = _fwd_torch if eager_cpu(host) else blend_multiply_fwd  # eager CPU: no op boundary
+        return fwd(host, seed, alpha, seed_input, incubate)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         host, seed, alpha, seed_input, incubate = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_seed_input, _, _ = ctx.needs_input_grad
-        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
-                                   need_host, need_seed, need_alpha, need_seed_input)
+        bwd = _bwd_torch if eager_cpu(grad) else blend_multiply_bwd
+        grads = bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
+                    need_host, need_seed, need_alpha, need_seed_input)
         needs = (need_host, need_seed, need_alpha, need_seed_input)
         return (*(g if needed else None for g, needed in zip(grads, needs)), None, None)
 
@@ -355,12 +361,107 @@ class BlendMultiplyFormulas(torch.autograd.Function):
         return grad_host, grad_seed, grad_alpha, grad_seed_input, None, None
 
 
+# ---- eager CPU path: native ops, and tanh kept for backward ----
+
+
+def _coef_eager(alpha: Tensor, ndim: int, c: torch.dtype) -> float | Tensor:
+    """clamp(alpha, 0, 1): a number for a scalar alpha, else a [B, 1, ..., 1] tensor in c."""
+    if alpha.numel() == 1:
+        return unit_clamp(alpha)
+    return broadcast_view(alpha.detach(), ndim, c).clamp(0, 1)
+
+
+def _tanh_eager(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor:
+    """tanh(seed - seed_input) in the compute dtype, both cast to host's dtype first."""
+    c = compute_dtype(host.dtype)
+    s_in = host if seed_input is None else seed_input
+    seed, s_in = seed.to(host.dtype), s_in.to(host.dtype)
+    x = torch.sub(seed, s_in) if host.dtype == c else seed.to(c).sub_(s_in)
+    return x.tanh_()
+
+
+def _multiply_eager_values(host, seed, alpha, seed_input):
+    """(y, t): y = host (1 + a t) in host's dtype and layout, t = tanh(seed - seed_input)."""
+    t = _tanh_eager(host, seed, seed_input)
+    a = _coef_eager(alpha, host.dim(), t.dtype)
+    if isinstance(a, float):  # host + a host t: one pass (the kernels round host (1 + a t))
+        y = torch.addcmul(host, host, t, value=a)
+    else:
+        y = torch.addcmul(host, host, t * a)
+    y = y.to(host.dtype)
+    if y.stride() != host.stride():
+        y = torch.empty_like(host).copy_(y)
+    return y, t
+
+
+class BlendMultiplyEagerCpu(torch.autograd.Function):
+    """blend_multiply on the eager CPU path. Unlike the kernels and the compile path it keeps
+    t = tanh(seed - seed_input) (compute dtype) for backward, beside host and alpha: on a CPU tanh
+    is compute-bound (about 9x a multiply per element here), and recomputing it would make
+    forward+backward slower than the eager formula, which keeps t and one more input-sized
+    tensor. A trade of memory for speed, on the CPU only."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad):
+        y, t = _multiply_eager_values(host, seed, alpha, seed_input)
+        ctx.tied_grad = tied_grad
+        ctx.dtypes = seed.dtype, None if seed_input is None else seed_input.dtype
+        ctx.save_for_backward(host, alpha, t)
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, alpha, t = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
+        a = _coef_eager(alpha, host.dim(), t.dtype)
+        g = grad.to(t.dtype)
+        gh = torch.mul(g, host)
+        grad_alpha = None
+        if need_alpha:
+            sums = per_sample_sum(gh * t, alpha.numel() > 1)
+            grad_alpha, _ = finish_torch(sums, alpha, None, True, False)
+        d_seed = None
+        if need_seed or need_seed_input or (need_host and ctx.tied_grad):
+            d_seed = torch.ops.aten.tanh_backward(gh.mul_(a), t)  # g host a (1 - t^2)
+        grad_host = None
+        if need_host:
+            if isinstance(a, float):
+                grad_host = torch.addcmul(g, g, t, value=a)  # g (1 + a t)
+            else:
+                grad_host = torch.mul(t, a).add_(1).mul_(g)
+            if ctx.tied_grad:
+                grad_host.sub_(d_seed)
+            grad_host = grad_host.to(host.dtype)
+        seed_dtype, seed_input_dtype = ctx.dtypes
+        grad_seed = d_seed.to(host.dtype).to(seed_dtype) if need_seed else None
+        grad_seed_input = None
+        if need_seed_input:
+            grad_seed_input = torch.neg(d_seed).to(host.dtype).to(seed_input_dtype)
+        return grad_host, grad_seed, grad_alpha, grad_seed_input, None
+
+
+def _multiply_eager_cpu(host, seed, alpha, seed_input, tied_grad, incubate):
+    if incubate is not None and incubate.item():  # a CPU flag: reading it is free
+        return Incubating.apply(host, seed, alpha, seed_input)
+    if not same_dense_layout(host, seed) or not (
+            seed_input is None or same_dense_layout(host, seed_input)):
+        return BlendMultiply.apply(host, seed, alpha, seed_input, tied_grad, incubate)
+    if needs_grad(host, seed, alpha, seed_input):
+        return BlendMultiplyEagerCpu.apply(host, seed, alpha, seed_input, tied_grad)
+    return _multiply_eager_values(host, seed, alpha, seed_input)[0]
+
+
 def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate):
+    if eager_cpu(host):
+        return _multiply_eager_cpu(host, seed, alpha, seed_input, tied_grad, incubate)
     function = BlendMultiplyFormulas if tracing_formulas() else BlendMultiply
     return function.apply(host, seed, alpha, seed_input, tied_grad, incubate)
 
 
 def _check(op, host, seed, alpha, incubate):
+    if plainly_valid(host, seed, (alpha,), incubate):
+        return host, seed, alpha
     check_pair(op, host, seed, "seed")
     check_coefficient(op, host, alpha, "alpha")
     check_incubate(op, host, incubate)
@@ -381,13 +482,14 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
     incubate: as in blend_add (while True: ste(host, seed, copy=True), and seed_input gets a
         zero gradient).
     """
-    check_pair("blend_multiply", host, seed_input, "seed_input")
-    tied = seed_input is host
-    host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
-    if tied:
-        return _blend_multiply(host, seed, alpha, None, True, incubate)
-    return _blend_multiply(host, seed, alpha, distinct(host, seed, alpha, seed_input)[3], False,
-                           incubate)
+    if seed_input is host:
+        return _blend_multiply(*_check("blend_multiply", host, seed, alpha, incubate), None, True,
+                               incubate)
+    if not plainly_valid(host, seed, (alpha,), incubate, seed_input):
+        check_pair("blend_multiply", host, seed_input, "seed_input")
+        host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
+        seed_input = distinct(host, seed, alpha, seed_input)[3]
+    return _blend_multiply(host, seed, alpha, seed_input, False, incubate)
 
 
 def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,

@@ -103,7 +103,7 @@ def test_buffer_alpha_keeps_only_alpha_and_the_flag(device):
     seed = torch.randn(4, 8, device=device, requires_grad=True)
     alpha, flag = torch.tensor(0.0, device=device), torch.tensor(True, device=device)
     _, saved = saved_during(lambda: kernels.blend_add(host, seed, alpha, incubate=flag))
-    assert {storage(t) for t in saved if t is not None} == {storage(alpha), storage(flag)}
+    assert {storage(t) for t in saved if t is not None} <= {storage(alpha), storage(flag)}
 
 
 @pytest.mark.parametrize("bad,message", [
