@@ -52,11 +52,11 @@ def run_ops(device, sizes, dtypes, quick, log):
                           for _ in range(sets)]
                 for op in cases.OPS:
                     compiled = torch.compile(cases.EAGER[op], dynamic=False)
-                    ms = {name: timing.median_ms(
-                        timing.rotating([cases.runner(fn, pass_, i) for i in inputs]),
+                    ms = timing.median_ms_each(
+                        {name: timing.rotating([cases.runner(fn, pass_, i) for i in inputs])
+                         for name, fn in (("ours", cases.OURS[op]), ("eager", cases.EAGER[op]),
+                                          ("compiled", compiled))},
                         device, quick=quick)
-                        for name, fn in (("ours", cases.OURS[op]), ("eager", cases.EAGER[op]),
-                                         ("compiled", compiled))}
                     nbytes = cases.min_bytes(op, numel, dtype, pass_)
                     gbps = {k: (nbytes / (v * 1e-3) / 1e9 if nbytes else None)
                             for k, v in ms.items()}
@@ -77,11 +77,11 @@ def run_ops(device, sizes, dtypes, quick, log):
     return rows, saved
 
 
-def run_e2e(device, models, quick, compiled_too, log):
+def run_e2e(device, models, quick, compiled_too, log, sizes=("small",)):
     out = []
-    for name in models:
-        entry = {"model": name, "dtype": "bfloat16 autocast" if device.type == "cuda"
-                 else "float32"}
+    for name, size in ((n, s) for s in sizes for n in models):
+        entry = {"model": name, "size": size,
+                 "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32"}
         for key, slot_cls, compiled in (("ours", e2e.SeedSlot, False),
                                         ("eager", e2e.FormulaSlot, False),
                                         ("ours_compiled", e2e.SeedSlot, True),
@@ -89,7 +89,7 @@ def run_e2e(device, models, quick, compiled_too, log):
             if compiled and not compiled_too:
                 entry[f"{key}_ms"] = entry[f"{key}_peak_mb"] = None
                 continue
-            model, x, labels = e2e.build(name, slot_cls, device, big=device.type == "cuda")
+            model, x, labels = e2e.build(name, slot_cls, device, size=size)
             step = e2e.training_step(model, x, labels, compiled, device)
             step()  # compile / warm up
             if device.type == "cuda":
@@ -101,7 +101,7 @@ def run_e2e(device, models, quick, compiled_too, log):
             else:
                 entry[f"{key}_peak_mb"] = None  # no allocator statistics on CPU
             entry[f"{key}_ms"] = timing.median_ms(step, device, quick=quick)
-            log(f"e2e {name:12s} {key:14s} {entry[f'{key}_ms']:.3f} ms")
+            log(f"e2e {name:12s} {size:10s} {key:14s} {entry[f'{key}_ms']:.3f} ms")
         out.append(entry)
     return out
 
@@ -141,7 +141,9 @@ def main(argv=None) -> None:
     rows, saved = run_ops(device, sizes, dtypes, args.quick, log)
     e2e_rows = [] if args.no_e2e else run_e2e(
         device, ["cnn"] if args.quick else ["cnn", "transformer"], args.quick,
-        compiled_too=not args.quick, log=log)
+        compiled_too=not args.quick, log=log,
+        sizes=("small",) if device.type != "cuda" else ("big",) if args.quick
+        else ("big", "realistic"))
     result = {"device": name, "torch": torch.__version__, "triton": triton.__version__,
               "copy_gbps": copy, "rows": rows, "e2e": e2e_rows, "saved": saved,
               "backend": __import__("kernels").active_backend(device),

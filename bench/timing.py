@@ -5,6 +5,7 @@ several input sets through the call so inputs are not cache-resident between rep
 from __future__ import annotations
 
 import itertools
+import random
 import statistics
 import time
 from typing import Callable
@@ -33,6 +34,31 @@ def median_ms(fn: Callable[[], object], device: torch.device, *, quick: bool = F
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times) * 1e3
+
+
+def median_ms_each(fns: dict[str, Callable[[], object]], device: torch.device, *,
+                   quick: bool = False) -> dict[str, float]:
+    """Median time of each call, measured side by side. CUDA: median_ms of each in turn (CUDA
+    events are stable). CPU: interleaved rounds that call each once, so a drift in the machine's
+    speed (a shared VM; allocator state) hits every contender alike."""
+    if device.type == "cuda":
+        return {name: median_ms(fn, device, quick=quick) for name, fn in fns.items()}
+    for fn in fns.values():
+        for _ in range(2 if quick else 3):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    budget = (0.15 if quick else 0.5) * len(fns)
+    start, rounds = time.perf_counter(), 0
+    order = list(fns.items())
+    shuffle = random.Random(0).shuffle
+    while rounds < 5 or (time.perf_counter() - start < budget and rounds < 200):
+        shuffle(order)  # measured: a fixed order costs the first call of each round up to 3x
+        for name, fn in order:
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+        rounds += 1
+    return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
 def copy_gbps(nbytes: int, device: torch.device, quick: bool = False) -> float:
