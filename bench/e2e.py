@@ -75,14 +75,29 @@ class TransformerBlock(nn.Module):
                                 blend=BlendMode.MULTIPLY)
 
 
-def build(name: str, slot_cls, device, big: bool, stage: str = "BLENDING"):
+# Model sizes: (cnn channels, cnn batch, cnn image side), (transformer dim, batch, sequence).
+# "small": CPU; "big": the GPU default; "realistic": a ResNet-style stage of 256 channels at
+# 56x56 with batch 64, and a transformer block of dim 1024 over 2048 tokens (GPU only).
+SIZES = {
+    "small": ((16, 8, 16), (64, 4, 32)),
+    "big": ((64, 64, 32), (256, 32, 128)),
+    "realistic": ((256, 64, 56), (1024, 4, 2048)),
+}
+
+
+def build(name: str, slot_cls, device, big: bool = False, stage: str = "BLENDING",
+          size: str | None = None):
+    """The model (slots grown, in ``stage``), its input and labels. ``size`` is a key of
+    SIZES; without it, "big" if ``big`` else "small"."""
     torch.manual_seed(0)
+    (channels, cnn_batch, side), (dim, tf_batch, tokens) = SIZES[size or ("big" if big else
+                                                                         "small")]
     if name == "cnn":
-        model = Cnn(slot_cls, 64 if big else 16)
-        x = torch.randn(64 if big else 8, 3, 32 if big else 16, 32 if big else 16)
+        model = Cnn(slot_cls, channels)
+        x = torch.randn(cnn_batch, 3, side, side)
     else:
-        model = TransformerBlock(slot_cls, 256 if big else 64)
-        x = torch.randn(32 if big else 4, 128 if big else 32, 256 if big else 64)
+        model = TransformerBlock(slot_cls, dim, heads=max(4, dim // 64))
+        x = torch.randn(tf_batch, tokens, dim)
     model.grow()
     for slot in (m for m in model.modules() if isinstance(m, SeedSlot)):
         if stage == "TRAINING":

@@ -29,12 +29,13 @@ def markdown(result: dict) -> str:
             f"{r['compiled_ms'] / r['ours_ms']:.2f}x |")
     if result["e2e"]:
         lines += ["", "End-to-end training step (slots in BLENDING):", "",
-                  "| model | dtype | ours ms | eager formulas ms | ours compiled ms | "
+                  "| model | size | dtype | ours ms | eager formulas ms | ours compiled ms | "
                   "compiled formulas ms | ours peak MB | formulas peak MB |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "|---|---|---|---:|---:|---:|---:|---:|---:|"]
         for e in result["e2e"]:
             lines.append(
-                f"| {e['model']} | {e['dtype']} | {e['ours_ms']:.3f} | {e['eager_ms']:.3f} | "
+                f"| {e['model']} | {e.get('size', '-')} | {e['dtype']} | {e['ours_ms']:.3f} | "
+                f"{e['eager_ms']:.3f} | "
                 f"{_fmt(e['ours_compiled_ms'], '.3f')} | {_fmt(e['compiled_ms'], '.3f')} | "
                 f"{_fmt(e['ours_peak_mb'], '.1f')} | {_fmt(e['eager_peak_mb'], '.1f')} |")
     if result.get("saved"):
