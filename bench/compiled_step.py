@@ -9,13 +9,14 @@ BLENDING. Variants, each torch.compile(fullgraph=True) with Inductor:
 - compiled formulas: esper-lite's slot written as plain formulas (STE h + (s - s.detach()) in
   TRAINING, lerp / multiply / gate blends after), the baseline.
 
-Each round times one step of every variant in turn (median ms over the rounds). On CUDA it also
+Each round times one step of every variant, in a shuffled order (median ms over the rounds). On CUDA it also
 reports each variant's peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import time
 from contextlib import contextmanager
@@ -59,8 +60,11 @@ def measure(name: str, stage: str, device, rounds: int) -> dict:
                 peaks[variant] = torch.cuda.max_memory_allocated() / 2**20
         steps[variant] = (step, path)
     times: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    order = list(steps.items())
+    shuffle = random.Random(0).shuffle
     for _ in range(rounds):
-        for variant, (step, path) in steps.items():
+        shuffle(order)  # a fixed order biases the first call of each round (bench/NOTES.md)
+        for variant, (step, path) in order:
             with using(path):
                 if device.type == "cuda":
                     torch.cuda.synchronize()
