@@ -67,7 +67,7 @@ def script(quick: bool):
         steps.append((f"start_blending {i}", lambda s, i=i: s[i].start_blending(4)))
         steps.append((f"step {i}", lambda s, i=i: s[i].step()))
     for i in (0, 1):
-        steps.append((f"fossilize {i}", lambda s, i=i: s[i].fossilize()))
+        steps.append((f"fossilize {i}", lambda s, i=i: (s[i].set_alpha(1.0), s[i].fossilize())))
     for i in ((2,) if quick else (2, 3, 4)):
         steps.append((f"prune {i}", lambda s, i=i: s[i].prune()))
         steps.append((f"germinate {i} {MODES[(i + 1) % 3].name}",

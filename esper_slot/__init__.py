@@ -18,7 +18,9 @@ from .checkpoint import (
     strip_wrapper_prefixes,
 )
 from .compiled import CompileBudgetError, SlotCompiledModule, compile
-from .extra_state import SCHEMA_VERSION, CheckpointError, migrate_extra_state
+from .counterfactual import ablated
+from .extra_state import SCHEMA_VERSION, CheckpointError
+from .migration import migrate_extra_state
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
@@ -37,6 +39,7 @@ __all__ = [
     "SeedSlot",
     "SlotCompiledModule",
     "Stage",
+    "ablated",
     "check_grad_flow",
     "compile",
     "distributed",

@@ -19,14 +19,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .alpha import MODES
 from .grad_flow import GradFlowStatus
 from .lifecycle import BlendMode, Stage
 from .slot import named_slots
 
-FIELDS = ("stage", "blend_mode", "ramp_step", "ramp_steps", "isolate_gradients", "alpha_bits",
-          "seed_structure", "gate_structure")
+FIELDS = ("stage", "blend_mode", "alpha_mode", "ramp_step", "ramp_steps", "isolate_gradients",
+          "prune_scheduled", "alpha_bits", "seed_structure", "gate_structure")
 _STAGES = list(Stage)
 _MODES = list(BlendMode)
+_ALPHA_MODES = list(MODES)
 
 
 class LockstepError(RuntimeError):
@@ -47,9 +49,10 @@ def structure_hash(module: nn.Module | None) -> int:
 def slot_fingerprint(slot) -> list[int]:
     alpha_bits = int(torch.tensor(float(slot.alpha), dtype=torch.float32)
                      .view(torch.int32).item())
-    return [_STAGES.index(slot.stage), _MODES.index(slot.blend_mode), slot.ramp_step,
-            slot.ramp_steps, int(slot.isolate_gradients), alpha_bits,
-            structure_hash(slot.seed), structure_hash(slot.gate)]
+    return [_STAGES.index(slot.stage), _MODES.index(slot.blend_mode),
+            _ALPHA_MODES.index(slot.alpha_mode), slot.schedule.steps_done,
+            slot.schedule.steps_total, int(slot.isolate_gradients), int(slot.prune_scheduled),
+            alpha_bits, structure_hash(slot.seed), structure_hash(slot.gate)]
 
 
 def _describe(field: str, value: int) -> str:
@@ -59,7 +62,9 @@ def _describe(field: str, value: int) -> str:
         return _MODES[value].name
     if field == "alpha_bits":
         return f"{torch.tensor(value, dtype=torch.int32).view(torch.float32).item():.6g}"
-    if field == "isolate_gradients":
+    if field == "alpha_mode":
+        return _ALPHA_MODES[value]
+    if field in ("isolate_gradients", "prune_scheduled"):
         return str(bool(value))
     return str(value)
 

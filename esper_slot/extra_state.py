@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import math
 
-from .lifecycle import CURVES, SEED_STAGES, BlendMode, Stage
+from .alpha import CURVES, MODES
+from .lifecycle import SEED_STAGES, BlendMode, Stage
 
-SCHEMA_VERSION = 1
+# Version 2: the alpha controller (start, target, mode, curve, steepness, steps), isolation per
+# stage and prune scheduling. Version 1 (a 0 -> 1 ramp, one isolation flag) and esper-lite's
+# records are upgraded by migrate_extra_state (migration.py).
+SCHEMA_VERSION = 2
 VERSION_KEY = "schema_version"
 GATE_KINDS = ("none", "default", "factory", "custom")
 TOPOLOGY_NAMES = ("cnn", "transformer")
@@ -46,15 +50,21 @@ FIELDS = {
     "stage": (lambda v: isinstance(v, str) and v in Stage.__members__,
               f"one of {list(Stage.__members__)}"),
     "alpha": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
-    "ramp_step": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "ramp_steps": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
-    "ramp_curve": (lambda v: isinstance(v, str) and v in CURVES, f"one of {list(CURVES)}"),
+    "alpha_start": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "alpha_target": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    "alpha_mode": (lambda v: isinstance(v, str) and v in MODES, f"one of {list(MODES)}"),
+    "alpha_curve": (lambda v: isinstance(v, str) and v in CURVES, f"one of {list(CURVES)}"),
+    "alpha_steepness": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "alpha_steps_total": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "alpha_steps_done": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+    "prune_scheduled": (lambda v: isinstance(v, bool), "a bool (True or False)"),
     "blend_mode": (lambda v: isinstance(v, str) and v in BlendMode.__members__,
                    f"one of {list(BlendMode.__members__)}"),
     "topology": (lambda v: isinstance(v, str) and v in TOPOLOGY_NAMES,
                  f"one of {list(TOPOLOGY_NAMES)}"),
     "channels": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
-    "isolate_gradients": (lambda v: isinstance(v, bool), "a bool (True or False)"),
+    "isolate_training": (lambda v: isinstance(v, bool), "a bool (True or False)"),
+    "isolate_blending": (lambda v: isinstance(v, bool), "a bool (True or False)"),
     "seed_factory": (lambda v: v is None or (isinstance(v, str) and v != ""),
                      "a registered seed factory name or None"),
     "seed_kwargs": (_json_dict, "a dict of JSON values"),
@@ -99,17 +109,12 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         return problems
     # Cross-field rules, on a record whose fields are each well formed.
     stage = Stage[state["stage"]]
-    if state["ramp_step"] > state["ramp_steps"]:
-        problems.append(f"ramp_step {state['ramp_step']} exceeds ramp_steps {state['ramp_steps']}")
+    problems += _schedule_problems(state, stage)
     if state["topology"] != topology:
         problems.append(f"topology is {state['topology']!r} but the slot is {topology!r}")
     if state["channels"] != channels:
         problems.append(f"channels is {state['channels']} but the slot has {channels}")
-    if stage == Stage.FOSSILIZED and state["alpha"] != 1:
-        problems.append(f"alpha is {state['alpha']} in stage FOSSILIZED, must be 1.0")
     if stage not in SEED_STAGES:
-        if state["alpha"] != 0:
-            problems.append(f"alpha is {state['alpha']} in stage {stage.name}, must be 0.0")
         if state["seed_factory"] is not None or state["gate_kind"] != "none":
             problems.append(f"stage {stage.name} holds no seed, but seed_factory/gate_kind say "
                             "otherwise")
@@ -139,6 +144,37 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
     return problems
 
 
+def _schedule_problems(state: dict, stage: Stage) -> list[str]:
+    """The alpha controller's fields must describe a state the controller can be in."""
+    alpha, start, target = state["alpha"], state["alpha_start"], state["alpha_target"]
+    mode, done, total = state["alpha_mode"], state["alpha_steps_done"], state["alpha_steps_total"]
+    problems = []
+    if done > total:
+        problems.append(f"alpha_steps_done {done} exceeds alpha_steps_total {total}")
+    if mode == "HOLD" and alpha != target:
+        problems.append(f"alpha_mode HOLD with alpha {alpha} != alpha_target {target}")
+    if mode == "UP" and not (start < target and start <= alpha <= target and done < total):
+        problems.append(f"alpha_mode UP needs alpha_start <= alpha <= alpha_target (start < "
+                        f"target) and steps left; got start {start}, alpha {alpha}, target "
+                        f"{target}, step {done} of {total}")
+    if mode == "DOWN" and not (target < start and target <= alpha <= start and done < total):
+        problems.append(f"alpha_mode DOWN needs alpha_target <= alpha <= alpha_start (target < "
+                        f"start) and steps left; got start {start}, alpha {alpha}, target "
+                        f"{target}, step {done} of {total}")
+    if stage == Stage.FOSSILIZED and (alpha, target, mode) != (1.0, 1.0, "HOLD"):
+        problems.append(f"stage FOSSILIZED needs alpha and alpha_target 1.0 at HOLD; got "
+                        f"{alpha}, {target} at {mode}")
+    if stage not in (Stage.BLENDING, Stage.FOSSILIZED) and (alpha, start, target, mode) != (
+            0.0, 0.0, 0.0, "HOLD"):
+        problems.append(f"stage {stage.name} needs alpha, alpha_start and alpha_target 0.0 at "
+                        f"HOLD; got {alpha}, {start}, {target} at {mode}")
+    if state["prune_scheduled"] and not (stage == Stage.BLENDING and mode == "DOWN"
+                                         and target == 0):
+        problems.append(f"prune_scheduled needs stage BLENDING ramping DOWN to 0; got "
+                        f"{stage.name}, {mode} to {target}")
+    return problems
+
+
 def raise_if(problems: list[str], slot: str, version) -> None:
     if problems:
         lines = "\n  - ".join(problems)
@@ -146,69 +182,3 @@ def raise_if(problems: list[str], slot: str, version) -> None:
             f"invalid checkpoint for slot {slot!r} (record schema version {version}; this "
             f"esper-slot reads version {SCHEMA_VERSION}); nothing was changed:\n  - {lines}"
         )
-
-
-def migrate_extra_state(
-    old: dict,
-    *,
-    isolate_gradients: bool | None = None,
-    topology: str | None = None,
-    channels: int | None = None,
-    seed_factory: str | None = None,
-    seed_kwargs: dict | None = None,
-) -> dict:
-    """Upgrade a slot record to the current schema (version 1), explicitly.
-
-    Version 0 is the unversioned layout of esper-lite's SeedSlot: ``stage`` (a stage name, any
-    case), ``alpha``, ``blend_step`` / ``blend_steps`` (the ramp), ``blend_mode`` (optional,
-    default ADD as esper-lite had no other) and, in some saves, ``isolate_gradients``. Fields it
-    lacks and that have no safe default must be passed: ``isolate_gradients`` (when the record
-    has none; its old silent default of False was wrong for CNNs), ``topology`` and ``channels``.
-    ``seed_factory``/``seed_kwargs`` let an empty slot rebuild the seed. The result is validated
-    when loaded, like any record. A current record is returned as a copy.
-    """
-    if not isinstance(old, dict):
-        raise CheckpointError(f"cannot migrate a {type(old).__name__}: a slot record is a dict")
-    version = old.get(VERSION_KEY, 0)
-    if version == SCHEMA_VERSION:
-        return dict(old)
-    if version != 0:
-        raise CheckpointError(f"cannot migrate schema version {version!r}: this esper-slot "
-                              f"knows versions 0 and {SCHEMA_VERSION}")
-    problems = [f"version-0 record is missing {name!r}" for name in ("stage", "alpha")
-                if name not in old]
-    saved_isolation = old.get("isolate_gradients")
-    if saved_isolation is None and isolate_gradients is None:
-        problems.append("the version-0 record has no 'isolate_gradients' and it has no safe "
-                        "default: pass isolate_gradients=True (CNN hosts) or False")
-    if saved_isolation is not None and isolate_gradients is not None and (
-            saved_isolation != isolate_gradients):
-        problems.append(f"isolate_gradients={isolate_gradients} contradicts the record's "
-                        f"{saved_isolation}")
-    if topology is None:
-        problems.append("version 0 does not record the topology: pass topology='cnn' or "
-                        "'transformer'")
-    if channels is None:
-        problems.append("version 0 does not record the channel count: pass channels=...")
-    if problems:
-        raise CheckpointError("cannot migrate the slot record to version "
-                              f"{SCHEMA_VERSION}:\n  - " + "\n  - ".join(problems))
-    stage = str(old["stage"]).upper()
-    blend_mode = str(old.get("blend_mode", "ADD")).upper()
-    return {
-        VERSION_KEY: SCHEMA_VERSION,
-        "stage": stage,
-        "alpha": old["alpha"],
-        "ramp_step": old.get("blend_step", 0),
-        "ramp_steps": old.get("blend_steps", 0),
-        "ramp_curve": "linear",  # version 0 had only the linear ramp
-        "blend_mode": blend_mode,
-        "topology": topology,
-        "channels": channels,
-        "isolate_gradients": saved_isolation if saved_isolation is not None else isolate_gradients,
-        "seed_factory": seed_factory,
-        "seed_kwargs": dict(seed_kwargs or {}),
-        "gate_kind": "custom" if blend_mode == "GATE" else "none",
-        "gate_factory": None,
-        "gate_kwargs": {},
-    }

@@ -1,14 +1,13 @@
-"""The slot lifecycle: stages, blend modes, legal transitions, and the alpha ramp.
+"""The slot lifecycle: stages, blend modes and legal transitions (the alpha ramp: alpha.py).
 
     DORMANT ──germinate──▶ TRAINING ──start_blending──▶ BLENDING ──fossilize──▶ FOSSILIZED
-       ▲                      │                             │
-       └──── germinate ── PRUNED ◀────────── prune ─────────┘
+       ▲                      │                             │  (alpha 1.0 at HOLD)
+       └──── germinate ── PRUNED ◀──── prune, or the end of a scheduled prune's ramp-down
 """
 
 from __future__ import annotations
 
 import enum
-import math
 
 
 class Stage(enum.Enum):
@@ -37,6 +36,8 @@ ALLOWED_FROM = {
     "start_blending": (Stage.TRAINING,),
     "step": (Stage.BLENDING,),
     "set_alpha": (Stage.BLENDING,),
+    "retarget": (Stage.BLENDING,),
+    "schedule_prune": (Stage.BLENDING,),
     "fossilize": (Stage.BLENDING,),
     "prune": (Stage.TRAINING, Stage.BLENDING),
 }
@@ -49,26 +50,8 @@ def require_stage(action: str, stage: Stage, slot_name: str) -> None:
         hint = {
             "germinate": "prune() the current seed first (a FOSSILIZED seed is permanent)",
             "prune": "a FOSSILIZED seed is permanent; a slot without a seed has nothing to prune",
+            "schedule_prune": "a FOSSILIZED seed is permanent; in TRAINING, prune() at once",
         }.get(action, f"call it in stage {names}")
         raise LifecycleError(
             f"{slot_name}.{action}() needs stage {names}, but the slot is {stage.name}: {hint}"
         )
-
-
-CURVES = ("linear", "sigmoid")
-_SIGMOID_STEEPNESS = 10.0
-
-
-def ramp_alpha(step: int, steps: int, curve: str) -> float:
-    """alpha after ``step`` of ``steps`` ramp steps: 0.0 at step 0, exactly 1.0 from ``steps`` on.
-
-    linear: step / steps. sigmoid: a logistic curve rescaled to pass through 0 and 1 exactly."""
-    if step >= steps:
-        return 1.0
-    t = step / steps
-    if curve == "linear":
-        return t
-    lo = 1.0 / (1.0 + math.exp(_SIGMOID_STEEPNESS / 2))
-    hi = 1.0 / (1.0 + math.exp(-_SIGMOID_STEEPNESS / 2))
-    mid = 1.0 / (1.0 + math.exp(-_SIGMOID_STEEPNESS * (t - 0.5)))
-    return min(1.0, max(0.0, (mid - lo) / (hi - lo)))

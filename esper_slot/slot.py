@@ -4,22 +4,30 @@ Stage by stage (see lifecycle.py):
     DORMANT, PRUNED   return host unchanged; no seed exists, nothing is called.
     TRAINING          the straight-through incubator, ste(host, seed(x), copy=True): the output
                       is host bit for bit while the seed trains on the full gradient.
-    BLENDING          kernels.blend_{add,multiply,gate}(host, seed(x), alpha): alpha ramps 0 -> 1.
+    BLENDING          kernels.blend_{add,multiply,gate}(host, seed(x), alpha), alpha driven by
+                      the alpha controller (alpha.py): ramps up, holds, retargets, ramps down.
     FOSSILIZED        the same blend at alpha = 1, for good.
-x is host, or host.detach() when ``isolate_gradients`` is on (then no seed gradient reaches the
-host, and in TRAINING the host's gradients equal those of the model without a seed, exactly).
+x is host, isolated per stage: TRAINING isolates unless germinate(isolate_gradients=False);
+BLENDING isolates a cnn and lets a transformer co-adapt unless start_blending says otherwise.
+Isolated, no seed gradient reaches the host, so in TRAINING the host's gradients equal those of
+the model without a seed, exactly. When both stages agree, x is host.detach() (or host); when
+they differ, x is host through a gradient gate whose buffer flips at start_blending.
 
 torch.compile: state that changes during training is tensor data, never Python state a compiled
-graph guards or branches on. alpha is a 0-d buffer and ``incubating`` a 0-d bool buffer (True in
-TRAINING), both updated in place; the blend operators read the flag at run time and act as the
-straight-through incubator while it is set. So TRAINING -> BLENDING -> FOSSILIZED, step() and
-set_alpha() never recompile, for any number of slots. Only structure specialises a graph: whether
-a seed exists, its modules, the blend mode and isolation, all fixed from germinate() to prune(),
-and forward reads them as plain values (a bool and a str compared with ==, never identity tests,
-which torch.compile may fold without a guard: pytorch/pytorch#196173).
+graph guards or branches on. alpha is a 0-d buffer, ``incubating`` (True in TRAINING),
+``isolating`` and ``seed_frozen`` (a scheduled prune's ramp-down) 0-d bool buffers, all updated in
+place; the blend operators read the incubate flag at run time, the gradient gates the other two.
+So TRAINING -> BLENDING -> FOSSILIZED, step(), set_alpha(), retarget(), schedule_prune() and the
+default isolation switches never recompile, for any number of slots. Only structure specialises
+a graph: whether a seed exists, its modules, the blend mode and the isolation kind (fixed from
+germinate() to prune(), unless start_blending's isolate_gradients changes it), read by forward as
+plain values (a bool and strs compared with ==, never identity tests, which torch.compile may
+fold without a guard: pytorch/pytorch#196173), and the kind of alpha override in effect.
 """
 
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -27,19 +35,15 @@ from torch import Tensor, nn
 import kernels
 
 from . import registry
+from .alpha import DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
 from .grad_flow import GradFlowProbe, GradFlowStatus
-from .lifecycle import (
-    CURVES,
-    SEED_STAGES,
-    BlendMode,
-    Stage,
-    ramp_alpha,
-    require_stage,
-)
+from .gradient_gate import gradient_gate
+from .lifecycle import SEED_STAGES, BlendMode, LifecycleError, Stage, require_stage
 
-TOPOLOGIES = {"cnn": True, "transformer": False}  # topology -> default isolate_gradients
+# topology -> whether BLENDING isolates the seed by default (TRAINING always does by default)
+TOPOLOGIES = {"cnn": True, "transformer": False}
 
 _last_generation = 0  # the newest SeedSlot.generation handed out, process-wide
 
@@ -62,8 +66,8 @@ class SeedSlot(nn.Module):
     Args:
         channels: the host features' channel count (dim 1 for cnn [B, C, H, W], the last dim for
             transformer [B, T, C]); checked on every forward.
-        topology: "cnn" or "transformer"; sets the default of isolate_gradients at germination
-            (cnn: True, transformer: False).
+        topology: "cnn" or "transformer"; sets whether BLENDING isolates the seed by default
+            (cnn: True, transformer: False, as esper-lite); TRAINING isolates by default always.
     """
 
     def __init__(self, channels: int, topology: str):
@@ -77,13 +81,19 @@ class SeedSlot(nn.Module):
         self.stage = Stage.DORMANT  # host-side only: forward never reads it
         self._blend = BlendMode.ADD.value  # forward compares this str by value
         self._seeded = False  # forward's "is there a seed" (a bool, never `seed is None`)
+        # How forward isolates (structure, compared by value): "detach" when both stages
+        # isolate, "none" when neither does, "gated" (the gradient gate, read at run time) when
+        # TRAINING and BLENDING differ. A static detach skips the seed's input gradient, which a
+        # closed gate computes and then zeroes (a whole backward-data pass of the seed's first
+        # layer), so the gate is used only where the stages differ.
+        self._isolation = "detach"
         self.generation = 0  # unique per structure this slot has had (see structure_generation)
-        self.isolate_gradients = TOPOLOGIES[topology]
+        self.isolate_training = True  # isolation per stage (the incubator's, and BLENDING's)
+        self.isolate_blending = TOPOLOGIES[topology]
+        self.prune_scheduled = False  # a ramp-down to 0 ends in prune()
+        self.schedule = AlphaSchedule()  # the alpha controller (host floats; see alpha.py)
         self.seed: nn.Module | None = None
         self.gate: nn.Module | None = None
-        self.ramp_steps = 0
-        self.ramp_step = 0
-        self.ramp_curve = "linear"
         # How to rebuild the seed and gate from a checkpoint (see registry.py).
         self.seed_factory: str | None = None
         self.seed_kwargs: dict = {}
@@ -93,6 +103,13 @@ class SeedSlot(nn.Module):
         # Not persistent: both are saved in the slot's record (get_extra_state) as alpha/stage.
         self.register_buffer("alpha", torch.zeros(()), persistent=False)
         self.register_buffer("incubating", torch.zeros((), dtype=torch.bool), persistent=False)
+        # Gradient gates (saved as isolate_*/prune_scheduled in the record).
+        self.register_buffer("isolating", torch.ones((), dtype=torch.bool), persistent=False)
+        self.register_buffer("seed_frozen", torch.zeros((), dtype=torch.bool), persistent=False)
+        # Counterfactual passes (alpha_overridden): which override forward uses, and its value.
+        self._override: str = "none"  # "none", "scalar" or "per_sample" (compared by value)
+        self.register_buffer("alpha_override", torch.zeros(()), persistent=False)
+        self.register_buffer("alpha_override_per_sample", torch.zeros(0), persistent=False)
         self.grad_flow = GradFlowProbe()
         self.name = ""  # set by check_grad_flow(model) to the slot's qualified name
         self._rebuild_dtype: torch.dtype | None = None
@@ -112,26 +129,93 @@ class SeedSlot(nn.Module):
         """How BLENDING mixes the seed in (ADD for a slot without a seed)."""
         return BlendMode(self._blend)
 
+    @property
+    def isolate_gradients(self) -> bool:
+        """Whether the current stage keeps the seed's gradients out of the host: TRAINING's
+        setting in TRAINING (and before a seed exists), BLENDING's in BLENDING and FOSSILIZED."""
+        if self.stage in (Stage.BLENDING, Stage.FOSSILIZED):
+            return self.isolate_blending
+        return self.isolate_training
+
+    @property
+    def alpha_mode(self) -> str:
+        """"HOLD" (no ramp running), "UP" or "DOWN"."""
+        return self.schedule.mode
+
     def forward(self, host: Tensor) -> Tensor:
         if not self._seeded:  # DORMANT or PRUNED (one compiled graph for both)
             return host
         self._check_features(host)
-        seed_input = host.detach() if self.isolate_gradients else host
+        isolation = self._isolation
+        if isolation == "detach":
+            seed_input = host.detach()
+        elif isolation == "gated":
+            seed_input = gradient_gate(host, self.isolating)
+        else:
+            seed_input = host
         seed = self.seed(seed_input)
         if self.training:
             self.grad_flow.record(seed, self.seed)
+        seed = gradient_gate(seed, self.seed_frozen)
         # One call for TRAINING, BLENDING and FOSSILIZED: while `incubating` holds True the
         # operator is ste(host, seed, copy=True) (a copy, so in-place ops after the slot such as
         # ReLU(inplace=True) keep working); then it blends by alpha.
         flag = self.incubating
+        alpha = self.alpha
+        if self._override == "scalar":
+            alpha = self.alpha_override
+        elif self._override == "per_sample":
+            alpha = self.alpha_override_per_sample.reshape((-1,) + (1,) * (host.dim() - 1))
         mode = self._blend
         if mode == "ADD":
-            return kernels.blend_add(host, seed, self.alpha, incubate=flag)
+            return kernels.blend_add(host, seed, alpha, incubate=flag)
         if mode == "MULTIPLY":
-            if self.isolate_gradients:
-                return kernels.blend_multiply_detached(host, seed, self.alpha, incubate=flag)
-            return kernels.blend_multiply(host, seed, self.alpha, host, incubate=flag)
-        return kernels.blend_gate(host, seed, self.alpha, self.gate(seed_input), incubate=flag)
+            if isolation == "detach":  # host is read once
+                return kernels.blend_multiply_detached(host, seed, alpha, incubate=flag)
+            if isolation == "none":
+                return kernels.blend_multiply(host, seed, alpha, host, incubate=flag)
+            return kernels.blend_multiply(host, seed, alpha, seed_input, incubate=flag)
+        return kernels.blend_gate(host, seed, alpha, self.gate(seed_input), incubate=flag)
+
+    @contextmanager
+    def alpha_overridden(self, value):
+        """Inside the block, a seeded slot blends with ``value`` instead of its own alpha: a
+        number in [0, 1], or a per-sample tensor of shape [B] (values in [0, 1], any floating
+        dtype, batched counterfactuals). In TRAINING the output is the host anyway; an empty slot
+        ignores it. The slot's alpha, ramp and record are untouched. Under torch.compile each
+        override kind (none, number, per-sample) compiles once; values change without
+        recompiling (a per-sample override of another batch size recompiles, as any shape)."""
+        if self._override != "none":
+            raise LifecycleError(f"{self._label()}: alpha is already overridden; leave that "
+                                 "block first (overrides do not nest)")
+        if isinstance(value, Tensor):
+            if (value.dim() != 1 or not value.is_floating_point() or value.numel() == 0
+                    or value.device != self.alpha.device):
+                raise ValueError(
+                    f"a per-sample alpha override must be a 1-D floating tensor [B] on "
+                    f"{self.alpha.device}, got dtype {value.dtype}, shape {list(value.shape)} "
+                    f"on {value.device}")
+            if not bool(((value >= 0) & (value <= 1)).all()):
+                raise ValueError("a per-sample alpha override must hold values in [0, 1]")
+            kind, values = "per_sample", value.detach().to(self.alpha.dtype)
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+            kind, values = "scalar", torch.tensor(float(value), dtype=self.alpha.dtype)
+        else:
+            raise ValueError(f"alpha override must be a number in [0, 1] or a [B] tensor, got "
+                             f"{value!r}")
+        # In place (compiled graphs read the new values; replacing a buffer would invalidate
+        # them): only a per-sample override of a new batch size gets a new buffer.
+        name = "alpha_override" if kind == "scalar" else "alpha_override_per_sample"
+        with torch.no_grad():
+            if getattr(self, name).shape == values.shape:
+                getattr(self, name).copy_(values)
+            else:
+                setattr(self, name, values.to(self.alpha.device).clone())
+        self._override = kind
+        try:
+            yield self
+        finally:
+            self._override = "none"
 
     def _check_features(self, host: Tensor) -> None:
         dim = 1 if self.topology == "cnn" else -1
@@ -161,8 +245,9 @@ class SeedSlot(nn.Module):
         blend: how BLENDING will mix it in. gate: the gate network for BlendMode.GATE (input: the
             seed's input; output: [B, 1, ..., 1] in [0, 1]), a module or a registered factory
             name (with ``gate_kwargs``); None builds DefaultGate.
-        isolate_gradients: None derives it from the topology (cnn: True, transformer: False);
-            a bool overrides.
+        isolate_gradients: whether TRAINING keeps the seed's gradients out of the host. None
+            (default) isolates, for every topology: the incubator must not disturb the host;
+            False lets the seed co-adapt from the start.
         The seed and gate are moved to the slot's device (its alpha buffer's).
         """
         require_stage("germinate", self.stage, self._label())
@@ -196,62 +281,136 @@ class SeedSlot(nn.Module):
         self.seed_factory, self.seed_kwargs = seed_factory, seed_kwargs if seed_factory else {}
         self.gate_kind, self.gate_factory = gate_kind, gate_factory
         self.gate_kwargs = gate_kwargs if gate_factory else {}
-        self.isolate_gradients = (
-            TOPOLOGIES[self.topology] if isolate_gradients is None else isolate_gradients
-        )
-        self._set_alpha(0.0)
-        self.ramp_steps, self.ramp_step, self.ramp_curve = 0, 0, "linear"
+        self.isolate_training = True if isolate_gradients is None else isolate_gradients
+        self._isolation = ""  # set below, inside this structure's generation
+        self.isolate_blending = TOPOLOGIES[self.topology]
+        self._update_isolation()
+        self._reset_schedule()
         self.grad_flow.reset()
         self._enter(Stage.TRAINING)
 
-    def start_blending(self, steps: int, curve: str = "linear") -> None:
-        """Enter BLENDING with alpha = 0; ``steps`` calls of step() bring it to exactly 1.0
-        (steps = 0: alpha is 1.0 at once). curve: "linear" or "sigmoid"."""
+    def start_blending(self, steps: int, curve: str = "linear",
+                       steepness: float = DEFAULT_STEEPNESS, target: float = 1.0,
+                       isolate_gradients: bool | None = None) -> None:
+        """Enter BLENDING with alpha = 0 and ramp it to ``target`` over ``steps`` calls of
+        step() (steps = 0: at once), on ``curve`` ("linear", "cosine" or "sigmoid", whose
+        ``steepness`` is the logistic's slope), exactly as esper-lite's AlphaController.
+
+        isolate_gradients: whether BLENDING keeps the seed's gradients out of the host. None:
+            the topology's default (cnn isolated, transformer co-adapting); a bool overrides.
+            Switching it costs no recompile (a gradient gate driven by a buffer)."""
         require_stage("start_blending", self.stage, self._label())
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"steps must be an int >= 0, got {steps!r}")
-        if curve not in CURVES:
-            raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
-        self.ramp_steps, self.ramp_step, self.ramp_curve = steps, 0, curve
-        self._set_alpha(ramp_alpha(0, steps, curve))
+        check_ramp_args(target, steps, curve, steepness)
+        if isolate_gradients is not None and not isinstance(isolate_gradients, bool):
+            raise ValueError(f"isolate_gradients must be True, False or None, got "
+                             f"{isolate_gradients!r}")
+        schedule = AlphaSchedule()
+        schedule.retarget(target, steps, curve, steepness)
+        self.schedule = schedule
+        self.isolate_blending = (TOPOLOGIES[self.topology] if isolate_gradients is None
+                                 else isolate_gradients)
+        self._update_isolation()
+        self._set_alpha(schedule.alpha)
         self._enter(Stage.BLENDING)
 
+    def retarget(self, target: float, steps: int, curve: str | None = None,
+                 steepness: float | None = None) -> None:
+        """Ramp from the current alpha to ``target`` over ``steps`` calls of step(); curve and
+        steepness default to the last ramp's. Only when the ramp has finished (HOLD)."""
+        require_stage("retarget", self.stage, self._label())
+        check_ramp_args(target, steps, curve, steepness)
+        if self.schedule.mode != "HOLD":
+            raise LifecycleError(
+                f"{self._label()}.retarget() needs the ramp to have finished (alpha mode HOLD), "
+                f"but it is {self.schedule.mode} at step {self.schedule.steps_done} of "
+                f"{self.schedule.steps_total} (alpha {self.schedule.alpha:.6g}): call step() "
+                "until alpha_mode is 'HOLD', or set_alpha()")
+        self.schedule.retarget(target, steps, curve, steepness)
+        self._set_alpha(self.schedule.alpha)
+
     def step(self) -> float:
-        """Advance the ramp one step; returns the new alpha. Stays at 1.0 once reached (the
-        stage changes only with fossilize())."""
+        """Advance the alpha ramp one step; returns the new alpha (unchanged at HOLD). At the
+        end of a scheduled prune's ramp-down the slot prunes itself and returns 0.0."""
         require_stage("step", self.stage, self._label())
-        self.ramp_step = min(self.ramp_step + 1, self.ramp_steps)
-        value = ramp_alpha(self.ramp_step, self.ramp_steps, self.ramp_curve)
-        self._set_alpha(value)
-        return value
+        self.schedule.step()
+        if self.prune_scheduled and self.schedule.mode == "HOLD":
+            self.prune()
+            return 0.0
+        self._set_alpha(self.schedule.alpha)
+        return self.schedule.alpha
 
     def set_alpha(self, value: float) -> None:
-        """Set alpha directly (BLENDING only), in [0, 1]."""
+        """Set alpha directly (BLENDING only), in [0, 1]; stops any ramp (HOLD)."""
         require_stage("set_alpha", self.stage, self._label())
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
             raise ValueError(f"alpha must be a number in [0, 1], got {value!r}")
-        self._set_alpha(float(value))
+        self._refuse_if_pruning("set_alpha")
+        self.schedule.hold(float(value))
+        self._set_alpha(self.schedule.alpha)
+
+    def schedule_prune(self, steps: int, curve: str = "linear") -> None:
+        """Ramp alpha down to 0 over ``steps`` calls of step(), then prune (stage PRUNED, output
+        == host) on the step that reaches 0; steps = 0 or alpha already 0 prunes now. Works at
+        any alpha, mid-ramp included. While it ramps down the seed's parameters get zero
+        gradients (a gradient gate on the seed's output: no recompile); an optimizer with
+        momentum or weight decay still moves them unless you freeze them yourself."""
+        require_stage("schedule_prune", self.stage, self._label())
+        check_ramp_args(0.0, steps, curve, None)
+        self._refuse_if_pruning("schedule_prune")
+        if steps == 0 or self.schedule.alpha == 0.0:
+            self.prune()
+            return
+        self.schedule.mode = "HOLD"  # a running ramp is replaced by the ramp-down
+        self.schedule.retarget(0.0, steps, curve)
+        self.prune_scheduled = True
+        self._set_alpha(self.schedule.alpha)
+        self._enter(Stage.BLENDING)
 
     def fossilize(self) -> None:
-        """Make the seed permanent: alpha = 1 for good."""
+        """Make the seed permanent. Needs alpha == 1.0 at HOLD (a finished ramp to 1)."""
         require_stage("fossilize", self.stage, self._label())
-        self._set_alpha(1.0)
-        self.ramp_step = self.ramp_steps
+        schedule = self.schedule
+        if schedule.alpha != 1.0 or schedule.mode != "HOLD" or self.prune_scheduled:
+            raise LifecycleError(
+                f"{self._label()}.fossilize() needs alpha 1.0 at HOLD, but alpha is "
+                f"{schedule.alpha:.6g} with mode {schedule.mode} (step {schedule.steps_done} of "
+                f"{schedule.steps_total}{', a prune scheduled' if self.prune_scheduled else ''})"
+                ": ramp to 1.0 and step() until alpha_mode is 'HOLD', or set_alpha(1.0)")
         self._enter(Stage.FOSSILIZED)
+
+    def _refuse_if_pruning(self, action: str) -> None:
+        if self.prune_scheduled:
+            raise LifecycleError(f"{self._label()}.{action}(): a prune is scheduled (alpha "
+                                 f"{self.schedule.alpha:.6g}, ramping down); it ends in prune()")
 
     def prune(self) -> None:
         """Remove the seed (and gate): the slot returns host unchanged again."""
         require_stage("prune", self.stage, self._label())
         self._install(None, None, BlendMode.ADD)
         self._forget_seed_source()
-        self._set_alpha(0.0)
-        self.ramp_steps, self.ramp_step = 0, 0
+        self._reset_schedule()
         self.grad_flow.reset()
         self._enter(Stage.PRUNED)
+
+    def _reset_schedule(self) -> None:
+        self.schedule = AlphaSchedule()
+        self.prune_scheduled = False
+        self._set_alpha(0.0)
 
     def _forget_seed_source(self) -> None:
         self.seed_factory, self.seed_kwargs = None, {}
         self.gate_kind, self.gate_factory, self.gate_kwargs = "none", None, {}
+
+    def _update_isolation(self) -> None:
+        """Set forward's isolation structure from the two stages' settings; a change is a new
+        structure (a new graph): only an isolate_gradients at start_blending that turns a
+        uniform setting into a mixed one or back costs one."""
+        kind = ("detach" if self.isolate_training and self.isolate_blending else
+                "none" if not (self.isolate_training or self.isolate_blending) else "gated")
+        if kind != self._isolation:
+            self._isolation = kind
+            if self._seeded:
+                self.generation = _next_generation()
 
     def _install(self, seed: nn.Module | None, gate: nn.Module | None, blend: BlendMode) -> None:
         """Set the slot's structure: what compiled graphs specialise on."""
@@ -265,6 +424,8 @@ class SeedSlot(nn.Module):
         self.stage = stage
         with torch.no_grad():
             self.incubating.fill_(stage == Stage.TRAINING)
+            self.isolating.fill_(self.isolate_gradients)
+            self.seed_frozen.fill_(self.prune_scheduled)
 
     def _set_alpha(self, value: float) -> None:
         with torch.no_grad():
@@ -277,14 +438,13 @@ class SeedSlot(nn.Module):
         return {
             VERSION_KEY: SCHEMA_VERSION,
             "stage": self.stage.name,
-            "alpha": float(self.alpha.item()),
-            "ramp_step": self.ramp_step,
-            "ramp_steps": self.ramp_steps,
-            "ramp_curve": self.ramp_curve,
+            **self.schedule.fields(),
+            "prune_scheduled": self.prune_scheduled,
             "blend_mode": self.blend_mode.name,
             "topology": self.topology,
             "channels": self.channels,
-            "isolate_gradients": self.isolate_gradients,
+            "isolate_training": self.isolate_training,
+            "isolate_blending": self.isolate_blending,
             "seed_factory": self.seed_factory,
             "seed_kwargs": dict(self.seed_kwargs),
             "gate_kind": self.gate_kind,
@@ -323,14 +483,16 @@ class SeedSlot(nn.Module):
         else:
             seed = gate = None
         self._install(seed, gate, blend)
+        self.isolate_training = state["isolate_training"]
+        self.isolate_blending = state["isolate_blending"]
+        self._update_isolation()
+        self.prune_scheduled = state["prune_scheduled"]
+        self.schedule = AlphaSchedule.from_fields(state)
         self._enter(stage)
-        self.isolate_gradients = state["isolate_gradients"]
-        self.ramp_step, self.ramp_steps = state["ramp_step"], state["ramp_steps"]
-        self.ramp_curve = state["ramp_curve"]
         self.seed_factory, self.seed_kwargs = state["seed_factory"], dict(state["seed_kwargs"])
         self.gate_kind, self.gate_factory = state["gate_kind"], state["gate_factory"]
         self.gate_kwargs = dict(state["gate_kwargs"])
-        self._set_alpha(float(state["alpha"]))
+        self._set_alpha(self.schedule.alpha)
         self.grad_flow.reset()
 
     def _rebuilt(self, module: nn.Module) -> nn.Module:

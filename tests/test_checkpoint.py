@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import pickle
 
@@ -37,7 +38,7 @@ def model_in(stage: Stage, mode=BlendMode.ADD, seed_from_factory=True):
         slot.prune()
     elif stage in (Stage.BLENDING, Stage.FOSSILIZED):
         slot.start_blending(10, curve="sigmoid")
-        for _ in range(3):
+        for _ in range(3 if stage is Stage.BLENDING else 10):  # mid-ramp, or finished at 1.0
             slot.step()
         if stage is Stage.FOSSILIZED:
             slot.fossilize()
@@ -82,11 +83,11 @@ def test_round_trip_in_every_stage(stage, mode, tmp_path):
     assert torch.equal(plain(x), model(x))
 
 
-def test_every_record_has_the_same_keys_and_isolate_gradients():
+def test_every_record_has_the_same_keys_and_isolation_per_stage():
     keysets = {frozenset(model_in(s).slot.get_extra_state()) for s in Stage}
     assert len(keysets) == 1
     (keys,) = keysets
-    assert "isolate_gradients" in keys and any("version" in k for k in keys)
+    assert {"isolate_training", "isolate_blending"} <= keys and any("version" in k for k in keys)
     assert keys == set(FIELDS)
 
 
@@ -107,19 +108,30 @@ def test_each_missing_field_is_named_and_changes_nothing(field, how, tmp_path):
 
 
 @pytest.mark.parametrize("field,value,message", [
-    ("isolate_gradients", 1, "must be a bool"),
-    ("isolate_gradients", "yes", "must be a bool"),
-    ("isolate_gradients", None, "must be a bool"),
+    ("isolate_training", 1, "must be a bool"),
+    ("isolate_blending", "yes", "must be a bool"),
+    ("isolate_training", None, "must be a bool"),
+    ("prune_scheduled", 0, "must be a bool"),
+    ("prune_scheduled", True, "prune_scheduled needs stage BLENDING ramping DOWN to 0"),
     ("alpha", 1.5, "number in [0, 1]"),
     ("alpha", "0.5", "number in [0, 1]"),
     ("alpha", float("nan"), "number in [0, 1]"),
-    ("ramp_steps", -1, "int >= 0"),
-    ("ramp_step", True, "int >= 0"),
+    ("alpha_start", 0.5, "alpha_mode UP needs alpha_start <= alpha <= alpha_target"),
+    ("alpha_target", 2.0, "number in [0, 1]"),
+    ("alpha_mode", "up", "one of"),
+    ("alpha_mode", "HOLD", "alpha_mode HOLD with alpha"),
+    ("alpha_curve", "tanh", "one of"),
+    ("alpha_steepness", 0, "finite number > 0"),
+    ("alpha_steepness", float("inf"), "finite number > 0"),
+    ("alpha_steps_total", -1, "int >= 0"),
+    ("alpha_steps_done", True, "int >= 0"),
+    ("alpha_steps_done", 11, "exceeds alpha_steps_total 10"),
     ("stage", "GROWING", "one of"),
     ("blend_mode", "add", "one of"),
     ("channels", 32, "channels is 32 but the slot has 16"),
     ("topology", "cnn", "topology is 'cnn' but the slot is 'transformer'"),
-    ("schema_version", 2, "newer than this esper-slot reads (1): upgrade esper-slot"),
+    ("schema_version", 3, "newer than this esper-slot reads (2): upgrade esper-slot"),
+    ("schema_version", 1, "migrate_extra_state"),
     ("schema_version", 0, "migrate_extra_state"),
     ("seed_kwargs", {"f": object()}, "JSON"),
 ])
@@ -138,13 +150,13 @@ def test_unknown_field_and_all_problems_at_once(tmp_path):
     sd = save_and_read(model_in(Stage.BLENDING), tmp_path)
     record = sd[KEY]
     record["mystery"] = 1
-    del record["ramp_curve"]
-    record["isolate_gradients"] = "no"
+    del record["alpha_curve"]
+    record["isolate_blending"] = "no"
     with pytest.raises(CheckpointError) as info:
         model_in(Stage.DORMANT).load_state_dict(sd)
     text = str(info.value)
-    assert "unknown field 'mystery'" in text and "missing field 'ramp_curve'" in text
-    assert "'isolate_gradients' is 'no'" in text
+    assert "unknown field 'mystery'" in text and "missing field 'alpha_curve'" in text
+    assert "'isolate_blending' is 'no'" in text
 
 
 def test_shape_mismatch_changes_nothing(tmp_path):
@@ -269,24 +281,30 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
 
 
-def test_migrate_a_hand_written_version_0_record():
-    old = {"stage": "blending", "alpha": 0.5, "blend_step": 5, "blend_steps": 10}
-    with pytest.raises(CheckpointError, match="no 'isolate_gradients'") as info:
-        es.migrate_extra_state(old, topology="transformer", channels=16)
-    assert "no safe default" in str(info.value)
-    with pytest.raises(CheckpointError, match="pass topology="):
-        es.migrate_extra_state(old, isolate_gradients=False, channels=16)
-    new = es.migrate_extra_state(old, isolate_gradients=False, topology="transformer",
-                                 channels=16, seed_factory="tiny_mlp",
-                                 seed_kwargs=SEED["seed_kwargs"])
-    assert new["schema_version"] == es.SCHEMA_VERSION and new["isolate_gradients"] is False
+def test_a_version_1_record_migrates_and_continues_its_ramp():
+    """Version 1 (a 0 -> 1 ramp and one isolation flag), written as version 1's
+    get_extra_state wrote it: mid-ramp on version 1's sigmoid (steepness 10)."""
+    old = {"schema_version": 1, "stage": "BLENDING", "alpha": 0.0474258731775668,
+           "ramp_step": 3, "ramp_steps": 10, "ramp_curve": "sigmoid", "blend_mode": "ADD",
+           "topology": "transformer", "channels": 16, "isolate_gradients": False,
+           "seed_factory": "tiny_mlp", "seed_kwargs": SEED["seed_kwargs"], "gate_kind": "none",
+           "gate_factory": None, "gate_kwargs": {}}
+    with pytest.raises(CheckpointError, match="unexpected arguments"):
+        es.migrate_extra_state(old, channels=16)
+    new = es.migrate_extra_state(old)
+    assert new["schema_version"] == es.SCHEMA_VERSION
+    assert (new["isolate_training"], new["isolate_blending"]) == (False, False)
     model = TransformerHost()
     model.slot.set_extra_state(new)
-    assert model.slot.stage is Stage.BLENDING and model.slot.alpha.item() == 0.5
-    assert model.slot.ramp_step == 5 and model.slot.isolate_gradients is False
-    with pytest.raises(CheckpointError, match="contradicts"):
-        es.migrate_extra_state({**old, "isolate_gradients": True}, isolate_gradients=False,
-                               topology="cnn", channels=8)
+    assert model.slot.stage is Stage.BLENDING and model.slot.alpha_mode == "UP"
+    # Version 1's ramp: the normalised logistic of steepness 10 at step / steps.
+    lo, hi = 1 / (1 + math.exp(5)), 1 / (1 + math.exp(-5))
+    want = [(1 / (1 + math.exp(-10 * (k / 10 - 0.5))) - lo) / (hi - lo) for k in range(4, 10)]
+    got = [model.slot.step() for _ in range(6)]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert model.slot.step() == 1.0 and model.slot.alpha_mode == "HOLD"
+    with pytest.raises(CheckpointError, match="cannot migrate a record with"):
+        es.migrate_extra_state({"stage": "blending", "alpha": 0.5})
 
 
 def _mutations():
@@ -316,6 +334,5 @@ def test_fuzzed_records_raise_only_checkpoint_error_and_never_half_apply(mutatio
         target.load_state_dict(sd)
     except CheckpointError:
         assert_unchanged(target, before)
-    else:  # a mutation that kept the record valid: it applied whole (alpha is a float32 buffer)
-        alpha = torch.tensor(record["alpha"], dtype=torch.float32).item()
-        assert target.slot.get_extra_state() == {**record, "alpha": alpha}
+    else:  # a mutation that kept the record valid: it applied whole
+        assert target.slot.get_extra_state() == record

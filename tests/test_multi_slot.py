@@ -111,7 +111,7 @@ def test_graph_budget_with_four_slots(compile_fn):
         twins.both(lambda s, i=i: s[i].set_alpha(0.25 * i))
         twins.check()
     for i in range(3):
-        twins.both(lambda s, i=i: s[i].fossilize())
+        twins.both(lambda s, i=i: (s[i].set_alpha(1.0), s[i].fossilize()))
         twins.check()
     assert graphs() == before and sum(counters["recompiles"].values()) == recompiles
     twins.both(lambda s: s[3].prune())
@@ -168,7 +168,7 @@ def test_long_six_slot_run_under_torch_defaults():
         transition(lambda s, i=i: s[i].start_blending(2))
         transition(lambda s, i=i: s[i].step())
     for i in (0, 1):
-        transition(lambda s, i=i: s[i].fossilize())
+        transition(lambda s, i=i: (s[i].step(), s[i].fossilize()))  # the ramp ends at 1.0
     for i in (2, 3, 4):  # prune/re-germinate cycles, each with another blend mode
         transition(lambda s, i=i: s[i].prune())
         twins.germinate(i, conv_seed(), blend=MODES[(i + 1) % 3])
@@ -288,7 +288,8 @@ def test_recycled_slot_keeps_nothing_of_its_first_seed(compiled):
     slot.germinate(copy.deepcopy(second), blend=BlendMode.ADD)
     fresh.slots[1].germinate(copy.deepcopy(second), blend=BlendMode.ADD)
     assert slot.gate is None and slot.alpha.item() == 0.0 and slot.incubating.item()
-    assert (slot.ramp_step, slot.ramp_steps, slot.stage) == (0, 0, Stage.TRAINING)
+    assert (slot.alpha_mode, slot.schedule.steps_total, slot.stage) == ("HOLD", 0,
+                                                                         Stage.TRAINING)
     assert slot.grad_flow.counts.tolist() == [0, 0, 0]
     assert slot.get_extra_state() == fresh.slots[1].get_extra_state()
     assert set(model.state_dict()) == set(fresh.state_dict())
@@ -318,6 +319,7 @@ def test_mixed_stages_with_inductor_match_the_formulas():
             model.slots[i].start_blending(4)
             model.slots[i].step()
         if stage == "FOSSILIZED":
+            model.slots[i].set_alpha(1.0)
             model.slots[i].fossilize()
     inputs = {}
     for i, slot in enumerate(model.slots):
@@ -360,7 +362,7 @@ def test_channels_last_isolation_through_backward(isolate, compiled):
     assert y.is_contiguous(memory_format=torch.channels_last)
     y.sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x) * (1 if isolate else 2))  # ste: g to host+seed
-    model.slot.start_blending(2)
+    model.slot.start_blending(2, isolate_gradients=isolate)
     model.slot.step()
     x.grad = None
     y = step(x)
@@ -380,6 +382,7 @@ def test_bf16_autocast_training_matches_eager():
     for i in (1, 2):
         model.slots[i].start_blending(2)
         model.slots[i].step()
+    model.slots[2].step()  # the 2-step ramp ends at 1.0
     model.slots[2].fossilize()
     twin = copy.deepcopy(model)
     compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")

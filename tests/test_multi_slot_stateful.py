@@ -1,7 +1,8 @@
 """Compiled equals eager for random lifecycles of three slots (hypothesis.stateful).
 
 A machine applies random transitions to a 3-slot host, eager and compiled side by side:
-germinate (each blend mode, each isolation choice), start_blending, step, set_alpha, fossilize,
+germinate (each blend mode, each isolation choice), start_blending (each curve, target and
+isolation choice), step, set_alpha, retarget, schedule_prune, fossilize,
 prune and re-germinate. A call that the slot's stage does not allow must raise LifecycleError on
 both and change nothing. After every rule, a train step (outputs and every parameter gradient)
 and an eval pass must agree. It runs under plain torch.compile (with room for every graph: that
@@ -24,7 +25,21 @@ from tests.twins import Twins, slots_of
 
 pytestmark = pytest.mark.backend_independent
 
-ACTIONS = ("germinate", "start_blending", "step", "set_alpha", "fossilize", "prune")
+ACTIONS = ("germinate", "start_blending", "step", "set_alpha", "retarget", "schedule_prune",
+           "fossilize", "prune")
+
+
+def allows(slot, action: str) -> bool:
+    """Whether ``slot`` accepts ``action`` now: its stage, and the alpha controller's state."""
+    if slot.stage not in ALLOWED_FROM[action]:
+        return False
+    if action in ("set_alpha", "retarget", "schedule_prune") and slot.prune_scheduled:
+        return False
+    if action == "retarget":
+        return slot.alpha_mode == "HOLD"
+    if action == "fossilize":
+        return slot.alpha_mode == "HOLD" and slot.schedule.alpha == 1.0
+    return True
 
 
 class ThreeSlots(RuleBasedStateMachine):
@@ -40,8 +55,7 @@ class ThreeSlots(RuleBasedStateMachine):
                            type(self).compile_fn)
 
     def slots_allowing(self, action: str) -> list[int]:
-        return [i for i, slot in enumerate(slots_of(self.twins.eager))
-                if slot.stage in ALLOWED_FROM[action]]
+        return [i for i, slot in enumerate(slots_of(self.twins.eager)) if allows(slot, action)]
 
     def pick(self, data, action: str) -> int:
         return data.draw(st.sampled_from(self.slots_allowing(action)), label=f"{action} slot")
@@ -58,9 +72,24 @@ class ThreeSlots(RuleBasedStateMachine):
                              isolate_gradients=isolate)
 
     @precondition(lambda self: self.slots_allowing("start_blending"))
-    @rule(data=st.data(), steps=st.integers(0, 3), curve=st.sampled_from(["linear", "sigmoid"]))
-    def start_blending(self, data, steps, curve):
-        self.both(self.pick(data, "start_blending"), "start_blending", steps, curve)
+    @rule(data=st.data(), steps=st.integers(0, 3),
+          curve=st.sampled_from(["linear", "cosine", "sigmoid"]),
+          steepness=st.sampled_from([12.0, 3.0]), alpha_target=st.sampled_from([1.0, 0.6]),
+          isolate=st.sampled_from([None, True, False]))
+    def start_blending(self, data, steps, curve, steepness, alpha_target, isolate):
+        self.both(self.pick(data, "start_blending"), "start_blending", steps, curve, steepness,
+                  alpha_target, isolate)
+
+    @precondition(lambda self: self.slots_allowing("retarget"))
+    @rule(data=st.data(), alpha_target=st.sampled_from([0.0, 0.3, 1.0]),
+          steps=st.integers(0, 3))
+    def retarget(self, data, alpha_target, steps):
+        self.both(self.pick(data, "retarget"), "retarget", alpha_target, steps)
+
+    @precondition(lambda self: self.slots_allowing("schedule_prune"))
+    @rule(data=st.data(), steps=st.integers(0, 3))
+    def schedule_prune(self, data, steps):
+        self.both(self.pick(data, "schedule_prune"), "schedule_prune", steps)
 
     @precondition(lambda self: self.slots_allowing("step"))
     @rule(data=st.data())
@@ -86,7 +115,8 @@ class ThreeSlots(RuleBasedStateMachine):
     def refused_call(self, i, action):
         """A call the slot's stage does not allow: LifecycleError on both, nothing changed."""
         assume(i not in self.slots_allowing(action))
-        args = {"germinate": (nn.Identity(),), "start_blending": (2,), "set_alpha": (0.5,)}
+        args = {"germinate": (nn.Identity(),), "start_blending": (2,), "set_alpha": (0.5,),
+                "retarget": (0.5, 2), "schedule_prune": (2,)}
         for slot in (slots_of(self.twins.eager)[i], slots_of(self.twins.inner)[i]):
             before = slot.get_extra_state()
             with pytest.raises(LifecycleError):

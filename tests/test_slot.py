@@ -76,10 +76,59 @@ def test_without_isolation_the_seed_gradient_reaches_the_host():
     model, x, make_seed = host_and_input("transformer")
     run(model, x)
     g0 = host_param_grads(model)
-    model.slot.germinate(make_seed())
+    model.slot.germinate(make_seed(), isolate_gradients=False)
     assert model.slot.isolate_gradients is False
     run(model, x)
     assert not torch.equal(g0["embed.weight"], host_param_grads(model)["embed.weight"])
+
+
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+@pytest.mark.parametrize("mode", list(BlendMode))
+def test_isolation_per_stage(topology, mode):
+    """TRAINING isolates for both topologies (host gradients exactly the no-seed model's); from
+    start_blending a transformer co-adapts and a cnn stays isolated, unless told otherwise."""
+    model, x, make_seed = host_and_input(topology)
+    run(model, x)
+    g0 = host_param_grads(model)
+    slot = model.slot
+    slot.germinate(make_seed(), blend=mode)
+    assert slot.isolate_gradients is True
+    run(model, x)
+    for name, grad in host_param_grads(model).items():
+        assert torch.equal(grad, g0[name]), name
+    slot.start_blending(4)
+    slot.step()
+    assert slot.isolate_gradients is (topology == "cnn")
+    torch.manual_seed(1)
+    seed_state = {k: v.clone() for k, v in slot.seed.state_dict().items()}
+    run(model, x)
+    default = host_param_grads(model)
+    slot.prune()
+    slot.germinate(make_seed(), blend=mode)
+    slot.seed.load_state_dict(seed_state)
+    slot.start_blending(4, isolate_gradients=topology != "cnn")  # the other way round
+    slot.step()
+    assert slot.isolate_gradients is (topology != "cnn")
+    run(model, x)
+    other = host_param_grads(model)
+    # The same values either way; only whether the seed's gradient reaches the host differs.
+    first = "embed.weight" if topology == "transformer" else "stem.weight"
+    assert not torch.equal(default[first], other[first])
+
+
+def test_host_gradients_ignore_a_non_finite_seed_backward_under_isolation():
+    model, x, _ = host_and_input("transformer")
+    run(model, x)
+    g0 = host_param_grads(model)
+
+    class Blowup(nn.Module):
+        def forward(self, h):
+            return h * torch.tensor(float("inf"))
+
+    model.slot.germinate(Blowup())
+    run(model, x)
+    for name, grad in host_param_grads(model).items():
+        assert torch.equal(grad, g0[name]), name
 
 
 @pytest.mark.parametrize("topology", ["cnn", "transformer"])
@@ -127,14 +176,21 @@ def test_ramp_reaches_exactly_one_after_steps_calls(steps, curve):
     assert slot.stage is Stage.FOSSILIZED and slot.alpha.item() == 1.0
 
 
-def test_zero_step_ramp_and_fossilize_set_alpha_to_one():
+def test_zero_step_ramp_and_fossilize_needs_alpha_one_at_hold():
     slot = SeedSlot(8, "cnn")
     slot.germinate(nn.Identity())
     slot.start_blending(0)
-    assert slot.alpha.item() == 1.0
+    assert slot.alpha.item() == 1.0 and slot.alpha_mode == "HOLD"
     slot.set_alpha(0.25)
+    with pytest.raises(LifecycleError, match="needs alpha 1.0 at HOLD, but alpha is 0.25"):
+        slot.fossilize()
+    slot.retarget(1.0, 2)
+    slot.step()
+    with pytest.raises(LifecycleError, match="mode UP"):
+        slot.fossilize()
+    slot.step()
     slot.fossilize()
-    assert slot.alpha.item() == 1.0
+    assert slot.alpha.item() == 1.0 and slot.stage is Stage.FOSSILIZED
 
 
 def test_alpha_is_a_buffer_updated_in_place():
@@ -146,16 +202,27 @@ def test_alpha_is_a_buffer_updated_in_place():
     assert slot.alpha is buffer and slot.alpha.dim() == 0 and "alpha" in dict(slot.named_buffers())
 
 
-def test_isolation_is_derived_from_topology_or_explicit():
+def test_isolation_is_per_stage_or_explicit():
     cnn, tr = SeedSlot(8, "cnn"), SeedSlot(8, "transformer")
     cnn.germinate(nn.Identity())
     tr.germinate(nn.Identity())
+    assert cnn.isolate_gradients is True and tr.isolate_gradients is True  # the incubator
+    assert bool(cnn.isolating) and bool(tr.isolating)
+    cnn.start_blending(3)
+    tr.start_blending(3)
     assert cnn.isolate_gradients is True and tr.isolate_gradients is False
+    assert bool(cnn.isolating) and not bool(tr.isolating)
     tr.prune()
-    tr.germinate(nn.Identity(), isolate_gradients=True)
+    tr.germinate(nn.Identity(), isolate_gradients=False)
+    assert tr.isolate_gradients is False and not bool(tr.isolating)
+    tr.start_blending(2, isolate_gradients=True)
     assert tr.isolate_gradients is True
     with pytest.raises(ValueError, match="isolate_gradients must be True, False or None"):
         SeedSlot(8, "cnn").germinate(nn.Identity(), isolate_gradients=1)
+    slot = SeedSlot(8, "cnn")
+    slot.germinate(nn.Identity())
+    with pytest.raises(ValueError, match="isolate_gradients must be True, False or None"):
+        slot.start_blending(3, isolate_gradients="no")
 
 
 def test_lifecycle_errors_name_the_stage():
@@ -167,10 +234,12 @@ def test_lifecycle_errors_name_the_stage():
     slot.germinate(nn.Identity())
     with pytest.raises(LifecycleError, match="prune\\(\\) the current seed first"):
         slot.germinate(nn.Identity())
-    slot.start_blending(2)
+    slot.start_blending(0)
     slot.fossilize()
     with pytest.raises(LifecycleError, match="FOSSILIZED seed is permanent"):
         slot.prune()
+    with pytest.raises(LifecycleError, match="FOSSILIZED seed is permanent"):
+        slot.schedule_prune(3)
 
 
 @pytest.mark.parametrize("bad", [
@@ -192,7 +261,14 @@ def test_bad_lifecycle_arguments():
         with pytest.raises(ValueError, match="steps must be an int"):
             slot.start_blending(steps)
     with pytest.raises(ValueError, match="curve must be one of"):
-        slot.start_blending(3, curve="cosine")
+        slot.start_blending(3, curve="tanh")
+    for steepness in (0, -1.0, float("inf"), "12"):
+        with pytest.raises(ValueError, match="steepness must be a finite number > 0"):
+            slot.start_blending(3, curve="sigmoid", steepness=steepness)
+    for target in (1.5, -0.1, None):
+        with pytest.raises(ValueError, match="target must be a number in"):
+            slot.start_blending(3, target=target)
+    assert slot.stage is Stage.TRAINING  # nothing half-changed
     slot.start_blending(3)
     for value in (-0.1, 1.5, float("nan"), "0.5"):
         with pytest.raises(ValueError, match="alpha must be a number in"):
@@ -218,6 +294,7 @@ def test_channels_last_is_preserved_in_every_stage(mode):
     slot.start_blending(3)
     slot.step()
     outs.append(slot(features))
+    slot.set_alpha(1.0)
     slot.fossilize()
     outs.append(slot(features))
     for y in outs:
