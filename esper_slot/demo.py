@@ -157,16 +157,23 @@ def main(argv=None) -> int:
         flow = es.check_grad_flow(model)["slot"]
         control_acc = evaluate(control["model"], x_test, y_test)[1] if control else acc
         history["control"].append(control_acc)
+        # The seed's counterfactual contribution: accuracy minus accuracy with alpha forced to 0
+        # (esper_slot.ablated; 0 in TRAINING by construction, the incubator changes nothing).
+        contribution = None
+        if model.slot.has_seed:
+            with es.ablated(model):
+                contribution = acc - evaluate(model, x_test, y_test)[1]
         summary.append({"stage": stage, "steps": steps[stage], "test_loss": test_loss,
-                        "accuracy": acc, "control": control_acc,
+                        "accuracy": acc, "control": control_acc, "contribution": contribution,
                         "alpha": model.slot.alpha.item(), "seconds": seconds,
                         "graphs": counters["stats"]["unique_graphs"] - graphs_before,
                         "grad_flow": ("n/a (no seed)" if not flow.expected else
                                       "ok" if flow.ok else f"BLOCKED ({flow.blocked_steps} steps)")})
         boundaries.append(len(history["step"]))
         row = summary[-1]
+        contrib = "" if contribution is None else f", seed contribution {contribution:+.3f}"
         print(f"{stage:10s} done: test accuracy {acc:.3f} (host-only control "
-              f"{control_acc:.3f}), loss {test_loss:.3f}, alpha "
+              f"{control_acc:.3f}{contrib}), loss {test_loss:.3f}, alpha "
               f"{row['alpha']:.2f}, {seconds:.1f}s, {row['graphs']} graph(s) compiled, "
               f"grad flow {row['grad_flow']}")
 
@@ -224,11 +231,13 @@ def main(argv=None) -> int:
 
 def format_summary(rows) -> str:
     header = (f"{'stage':10s} {'steps':>5s} {'test loss':>9s} {'accuracy':>8s} "
-              f"{'control':>7s} {'alpha':>5s} {'seconds':>7s} {'graphs':>6s}  grad flow")
+              f"{'control':>7s} {'seed contrib':>12s} {'alpha':>5s} {'seconds':>7s} "
+              f"{'graphs':>6s}  grad flow")
     lines = [header, "-" * len(header)]
     for r in rows:
+        contrib = "-" if r["contribution"] is None else f"{r['contribution']:+.3f}"
         lines.append(f"{r['stage']:10s} {r['steps']:5d} {r['test_loss']:9.3f} "
-                     f"{r['accuracy']:8.3f} {r['control']:7.3f} {r['alpha']:5.2f} "
+                     f"{r['accuracy']:8.3f} {r['control']:7.3f} {contrib:>12s} {r['alpha']:5.2f} "
                      f"{r['seconds']:7.1f} "
                      f"{r['graphs']:6d}  {r['grad_flow']}")
     return "\n".join(lines) + "\n"
