@@ -2,8 +2,9 @@
 
     slot = SeedSlot(channels=64, topology="cnn")       # in the host: features = slot(features)
     slot.germinate(seed_module)                        # TRAINING: the incubator
-    slot.start_blending(steps=1000); slot.step()       # BLENDING: alpha ramps 0 -> 1
-    slot.fossilize()                                   # FOSSILIZED: the seed is permanent
+    slot.start_blending(steps=1000); slot.step()       # BLENDING: alpha ramps 0 -> 1 (alpha.py)
+    slot.fossilize()                                   # FOSSILIZED at alpha 1.0 (or schedule_prune)
+    with ablated(model): ...                           # counterfactual: alpha forced to 0
     check_grad_flow(model)                             # always-on grad-flow status
     save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
     step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
