@@ -30,6 +30,12 @@ def clamp01(value: float) -> float:
     return max(0.0, min(1.0, value))
 
 
+def _logistic(z: float) -> float:
+    """1 / (1 + exp(-z)), esper-lite's expression bit for bit, and 0.0 where exp(-z) would
+    overflow a float (a steepness past ~1400) instead of raising."""
+    return 1.0 / (1.0 + (math.exp(-z) if -z < 709.0 else math.inf))
+
+
 def curve_progress(t: float, curve: str, steepness: float = DEFAULT_STEEPNESS) -> float:
     """How far along a ramp is at time ``t`` in [0, 1] (clamped), from 0.0 to 1.0."""
     t = max(0.0, min(1.0, t))
@@ -38,9 +44,9 @@ def curve_progress(t: float, curve: str, steepness: float = DEFAULT_STEEPNESS) -
     if curve == "cosine":
         return 0.5 * (1.0 - math.cos(math.pi * t))
     if curve == "sigmoid":
-        raw = 1.0 / (1.0 + math.exp(-steepness * (t - 0.5)))
-        raw0 = 1.0 / (1.0 + math.exp(-steepness * (0.0 - 0.5)))
-        raw1 = 1.0 / (1.0 + math.exp(-steepness * (1.0 - 0.5)))
+        raw = _logistic(steepness * (t - 0.5))
+        raw0 = _logistic(steepness * (0.0 - 0.5))
+        raw1 = _logistic(steepness * (1.0 - 0.5))
         if raw1 == raw0:
             return t
         return (raw - raw0) / (raw1 - raw0)

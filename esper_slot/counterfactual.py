@@ -25,7 +25,7 @@ def ablated(model: nn.Module, *names: str):
     unknown = [n for n in names if n not in slots]
     if unknown:
         raise ValueError(f"no SeedSlot named {unknown} in the model; its slots: {sorted(slots)}")
-    chosen = [slots[n] for n in names] if names else list(slots.values())
+    chosen = [slots[n] for n in dict.fromkeys(names)] if names else list(slots.values())
     with ExitStack() as stack:
         for slot in chosen:
             stack.enter_context(slot.alpha_overridden(0.0))

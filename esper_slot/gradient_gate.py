@@ -15,11 +15,13 @@ from torch import Tensor
 
 
 class GradientGate(torch.autograd.Function):
-    """Saves only the flag; returns a view of x (no copy)."""
+    """Saves only a copy of the one-element flag; returns a view of x (no copy of x)."""
 
     @staticmethod
     def forward(ctx, x, closed):
-        ctx.save_for_backward(closed)
+        # A snapshot, not the live buffer: a lifecycle call between forward and backward fills
+        # the buffer in place, and backward must use the flag this forward ran with.
+        ctx.save_for_backward(closed.clone())
         return x.view_as(x)
 
     @staticmethod

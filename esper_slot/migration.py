@@ -50,7 +50,14 @@ def migrate_extra_state(record: dict, **missing) -> dict:
         raise CheckpointError(f"cannot migrate a {type(record).__name__}: a slot record is a "
                               "dict")
     if ESPER_LITE_VERSION_KEY in record:
-        return _from_esper_lite(record, missing)
+        try:
+            return _from_esper_lite(record, missing)
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, AttributeError, ValueError) as err:
+            raise CheckpointError(f"cannot migrate the esper-lite record: it is malformed "
+                                  f"({type(err).__name__}: {err}); expected the layout of "
+                                  "esper-lite's SeedSlot.get_extra_state, version 1") from err
     version = record.get(VERSION_KEY)
     if version == SCHEMA_VERSION:
         _accept(missing, ())
@@ -113,6 +120,9 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
         raise CheckpointError(f"esper-lite record version {old[ESPER_LITE_VERSION_KEY]!r} is not "
                               "known: this esper-slot reads esper-lite version 1")
     state = old.get("seed_state")
+    if state is not None and not isinstance(state, dict):
+        raise CheckpointError(f"esper-lite seed_state is a {type(state).__name__}, not a dict "
+                              "or None")
     stage_name = "DORMANT" if state is None else ESPER_LITE_STAGES.get(state.get("stage"))
     if stage_name is None:
         raise CheckpointError(f"esper-lite stage value {state.get('stage')!r} is not one of "
@@ -125,7 +135,10 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
     seeded = stage in ("TRAINING", "BLENDING", "FOSSILIZED")
 
     topology = old.get("resolved_topology") or missing.get("topology")
-    if topology is None:
+    if topology is not None and topology not in _TOPOLOGY_BLENDING_ISOLATION:
+        problems.append(f"topology {topology!r} is not one of "
+                        f"{sorted(_TOPOLOGY_BLENDING_ISOLATION)}")
+    elif topology is None:
         problems.append("the record has no resolved_topology (an empty slot): pass "
                         "topology='cnn' or 'transformer'")
     elif "topology" in missing and missing["topology"] != topology:
@@ -155,7 +168,13 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
         schedule = _controller(state["alpha_controller"], stage)
     isolate_blending = (old["isolate_gradients"] if stage in ("BLENDING", "FOSSILIZED")
                         else _TOPOLOGY_BLENDING_ISOLATION[topology])
-    return {VERSION_KEY: SCHEMA_VERSION, "stage": stage, **schedule, "prune_scheduled": False,
+    if not isinstance(isolate_blending, bool):
+        raise CheckpointError(f"esper-lite isolate_gradients is {isolate_blending!r}, not a bool")
+    # esper-lite ramps a BLENDING seed down to 0 only to prune it (schedule_prune).
+    prune_scheduled = (stage == "BLENDING" and schedule["alpha_mode"] == "DOWN"
+                       and schedule["alpha_target"] == 0.0)
+    return {VERSION_KEY: SCHEMA_VERSION, "stage": stage, **schedule,
+            "prune_scheduled": prune_scheduled,
             "blend_mode": blend_mode, "topology": topology, "channels": missing["channels"],
             "isolate_training": True, "isolate_blending": isolate_blending,
             "seed_factory": missing.get("seed_factory") if seeded else None,
@@ -176,7 +195,15 @@ def _controller(ctrl: dict, stage: str) -> dict:
         return _held(1.0)
     if stage == "TRAINING":
         return _held(0.0)
-    return _schedule(float(ctrl["alpha"]), float(ctrl["alpha_start"]),
-                     float(ctrl["alpha_target"]), mode, curve,
-                     float(ctrl.get("alpha_steepness", DEFAULT_STEEPNESS)),
-                     int(ctrl["alpha_steps_total"]), int(ctrl["alpha_steps_done"]))
+    numbers = {name: ctrl[name] for name in ("alpha", "alpha_start", "alpha_target")}
+    numbers["alpha_steepness"] = ctrl.get("alpha_steepness", DEFAULT_STEEPNESS)
+    steps = {name: ctrl[name] for name in ("alpha_steps_total", "alpha_steps_done")}
+    bad = [f"{k}={v!r}" for k, v in numbers.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float))]
+    bad += [f"{k}={v!r}" for k, v in steps.items() if isinstance(v, bool) or not isinstance(v, int)]
+    if bad:
+        raise CheckpointError(f"esper-lite alpha_controller has ill-typed fields: {bad}")
+    return _schedule(float(numbers["alpha"]), float(numbers["alpha_start"]),
+                     float(numbers["alpha_target"]), mode, curve,
+                     float(numbers["alpha_steepness"]), steps["alpha_steps_total"],
+                     steps["alpha_steps_done"])

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 import kernels
 
 from . import registry
-from .alpha import DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
+from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
 from .grad_flow import GradFlowProbe, GradFlowStatus
@@ -107,7 +107,11 @@ class SeedSlot(nn.Module):
         self.register_buffer("isolating", torch.ones((), dtype=torch.bool), persistent=False)
         self.register_buffer("seed_frozen", torch.zeros((), dtype=torch.bool), persistent=False)
         # Counterfactual passes (alpha_overridden): which override forward uses, and its value.
-        self._override: str = "none"  # "none", "scalar" or "per_sample" (compared by value)
+        # A number override is tensor data (`overriding` selects `alpha_override`), so ablating
+        # slots one at a time never recompiles; a per-sample one changes forward's structure.
+        self._override: str = "none"  # "none", "scalar" or "per_sample"; forward reads a bool
+        self._per_sample_override = False
+        self.register_buffer("overriding", torch.zeros((), dtype=torch.bool), persistent=False)
         self.register_buffer("alpha_override", torch.zeros(()), persistent=False)
         self.register_buffer("alpha_override_per_sample", torch.zeros(0), persistent=False)
         self.grad_flow = GradFlowProbe()
@@ -161,11 +165,12 @@ class SeedSlot(nn.Module):
         # operator is ste(host, seed, copy=True) (a copy, so in-place ops after the slot such as
         # ReLU(inplace=True) keep working); then it blends by alpha.
         flag = self.incubating
-        alpha = self.alpha
-        if self._override == "scalar":
-            alpha = self.alpha_override
-        elif self._override == "per_sample":
+        if self._per_sample_override:
             alpha = self.alpha_override_per_sample.reshape((-1,) + (1,) * (host.dim() - 1))
+        elif torch.compiler.is_compiling():
+            alpha = torch.where(self.overriding, self.alpha_override, self.alpha)
+        else:  # eager: no op for the common case
+            alpha = self.alpha_override if self._override == "scalar" else self.alpha
         mode = self._blend
         if mode == "ADD":
             return kernels.blend_add(host, seed, alpha, incubate=flag)
@@ -175,7 +180,8 @@ class SeedSlot(nn.Module):
             if isolation == "none":
                 return kernels.blend_multiply(host, seed, alpha, host, incubate=flag)
             return kernels.blend_multiply(host, seed, alpha, seed_input, incubate=flag)
-        return kernels.blend_gate(host, seed, alpha, self.gate(seed_input), incubate=flag)
+        gate = gradient_gate(self.gate(seed_input), self.seed_frozen)  # pruned with the seed
+        return kernels.blend_gate(host, seed, alpha, gate, incubate=flag)
 
     @contextmanager
     def alpha_overridden(self, value):
@@ -184,7 +190,9 @@ class SeedSlot(nn.Module):
         dtype, batched counterfactuals). In TRAINING the output is the host anyway; an empty slot
         ignores it. The slot's alpha, ramp and record are untouched. Under torch.compile each
         override kind (none, number, per-sample) compiles once; values change without
-        recompiling (a per-sample override of another batch size recompiles, as any shape)."""
+        recompiling (a per-sample override of another batch size recompiles, as any shape).
+        A number override is tensor data: overriding any subset of slots, one at a time or
+        together, shares one graph; a per-sample override compiles one per slot using it."""
         if self._override != "none":
             raise LifecycleError(f"{self._label()}: alpha is already overridden; leave that "
                                  "block first (overrides do not nest)")
@@ -212,10 +220,16 @@ class SeedSlot(nn.Module):
             else:
                 setattr(self, name, values.to(self.alpha.device).clone())
         self._override = kind
+        self._per_sample_override = kind == "per_sample"
+        with torch.no_grad():
+            self.overriding.fill_(kind == "scalar")
         try:
             yield self
         finally:
             self._override = "none"
+            self._per_sample_override = False
+            with torch.no_grad():
+                self.overriding.fill_(False)
 
     def _check_features(self, host: Tensor) -> None:
         dim = 1 if self.topology == "cnn" else -1
@@ -352,16 +366,19 @@ class SeedSlot(nn.Module):
         """Ramp alpha down to 0 over ``steps`` calls of step(), then prune (stage PRUNED, output
         == host) on the step that reaches 0; steps = 0 or alpha already 0 prunes now. Works at
         any alpha, mid-ramp included. While it ramps down the seed's parameters get zero
-        gradients (a gradient gate on the seed's output: no recompile); an optimizer with
-        momentum or weight decay still moves them unless you freeze them yourself."""
+        gradients, and so does a GATE slot's gate network (gradient gates on their outputs: no
+        recompile); an optimizer with momentum or weight decay still moves them unless you freeze
+        them yourself. A sigmoid ramp-down uses esper-lite's steepness, 12."""
         require_stage("schedule_prune", self.stage, self._label())
+        if curve is None:
+            raise ValueError(f"curve must be one of {CURVES}, got None")
         check_ramp_args(0.0, steps, curve, None)
         self._refuse_if_pruning("schedule_prune")
         if steps == 0 or self.schedule.alpha == 0.0:
             self.prune()
             return
         self.schedule.mode = "HOLD"  # a running ramp is replaced by the ramp-down
-        self.schedule.retarget(0.0, steps, curve)
+        self.schedule.retarget(0.0, steps, curve, DEFAULT_STEEPNESS)  # esper-lite's sigmoid
         self.prune_scheduled = True
         self._set_alpha(self.schedule.alpha)
         self._enter(Stage.BLENDING)
@@ -422,10 +439,12 @@ class SeedSlot(nn.Module):
     def _enter(self, stage: Stage) -> None:
         """Set the stage and its tensor form (in place: compiled graphs read the new value)."""
         self.stage = stage
-        with torch.no_grad():
-            self.incubating.fill_(stage == Stage.TRAINING)
-            self.isolating.fill_(self.isolate_gradients)
-            self.seed_frozen.fill_(self.prune_scheduled)
+        for flag, value in ((self.incubating, stage == Stage.TRAINING),
+                            (self.isolating, self.isolate_gradients),
+                            (self.seed_frozen, self.prune_scheduled)):
+            if bool(flag) != value:  # only on change: a fill bumps the version autograd checks
+                with torch.no_grad():
+                    flag.fill_(value)
 
     def _set_alpha(self, value: float) -> None:
         with torch.no_grad():

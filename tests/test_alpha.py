@@ -141,3 +141,47 @@ def test_schedule_prune_at_alpha_zero_prunes_at_once():
     assert slot.alpha_mode == "HOLD" and slot.alpha.item() == 0.0
     slot.schedule_prune(5)
     assert slot.stage is Stage.PRUNED
+
+
+def test_huge_steepness_does_not_overflow():
+    slot = blending_slot(steps=10, curve="sigmoid", steepness=1500.0)
+    values = [slot.step() for _ in range(10)]
+    assert all(0.0 <= v <= 1.0 for v in values) and values[-1] == 1.0
+    assert values == sorted(values)
+
+
+def test_schedule_prune_needs_a_curve_and_uses_esper_lites_steepness():
+    slot = blending_slot(steps=0, curve="sigmoid", steepness=3.0)
+    with pytest.raises(ValueError, match="curve must be one of"):
+        slot.schedule_prune(4, curve=None)
+    slot.schedule_prune(4, curve="sigmoid")
+    assert slot.schedule.steepness == 12.0
+    assert [slot.step() for _ in range(3)] == pytest.approx(
+        reference_ramp(1.0, 0.0, 4, "sigmoid", 12.0)[:3], abs=1e-12)
+
+
+@pytest.mark.parametrize("transition", ["start_blending", "fossilize", "schedule_prune",
+                                        "prune_after"])
+@pytest.mark.parametrize("topology", ["cnn", "transformer"])
+def test_a_transition_between_forward_and_backward(topology, transition):
+    """Backward uses the flags its forward ran with, whatever lifecycle call came between."""
+    import torch
+
+    slot = SeedSlot(4, topology)
+    seed = nn.Linear(4, 4) if topology == "transformer" else nn.Conv2d(4, 4, 1)
+    slot.germinate(seed)
+    if transition in ("fossilize", "schedule_prune"):
+        slot.start_blending(0)
+    x = (torch.randn(2, 3, 4) if topology == "transformer" else torch.randn(2, 4, 3, 3))
+    x.requires_grad_()
+    y = slot(x)
+    if transition == "start_blending":
+        slot.start_blending(3)
+    elif transition == "fossilize":
+        slot.fossilize()
+    elif transition == "schedule_prune":
+        slot.schedule_prune(3)
+    else:
+        slot.start_blending(0)
+    y.sum().backward()
+    assert seed.weight.grad is not None and seed.weight.grad.abs().sum() > 0

@@ -118,3 +118,27 @@ def test_compiled_overrides_do_not_recompile_once_seen():
         both(two)
     both(lambda m: m.slots[3].alpha_overridden(torch.tensor([1.0, 0.0, 0.25])))
     assert counters["stats"]["unique_graphs"] == graphs  # new values, no new graph
+
+
+def test_ablating_one_slot_at_a_time_shares_one_graph():
+    """esper-lite's counterfactual loop: each slot ablated in turn, six slots, compiled; every
+    subset of number overrides is tensor data, so no loop iteration compiles a graph."""
+    torch.manual_seed(0)
+    model = MultiSlotMlp(n_slots=6, channels=4).eval()
+    for slot in model.slots:
+        slot.germinate(nn.Linear(4, 4))
+        slot.start_blending(0)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 3, 4)
+    counters.clear()
+    with torch.no_grad():
+        full = compiled(x)
+        first = counters["stats"]["unique_graphs"]
+        for i in range(6):
+            with es.ablated(model, f"slots.{i}", f"slots.{i}"):  # a repeated name is one slot
+                ablated = compiled(x)
+                with torch.compiler.set_stance("force_eager"):
+                    want = model(x)
+            torch.testing.assert_close(ablated, want, rtol=1e-5, atol=1e-6)
+        assert counters["stats"]["unique_graphs"] == first
+        torch.testing.assert_close(compiled(x), full, rtol=0, atol=0)

@@ -162,3 +162,36 @@ def test_enum_values_are_esper_lites():
     assert {v: k for k, v in ENUMS["AlphaMode"].items()} == migration.ESPER_LITE_ALPHA_MODES
     assert {v: k.lower() for k, v in ENUMS["AlphaCurve"].items()} == migration.ESPER_LITE_CURVES
     assert {v: k for k, v in ENUMS["AlphaAlgorithm"].items()} == migration.ESPER_LITE_ALGORITHMS
+
+
+def test_an_esper_lite_ramp_down_to_zero_is_a_scheduled_prune():
+    """esper-lite ramps a BLENDING seed to 0 only to prune it: a copy of a real record put
+    mid-way through such a ramp (fields as its controller writes them) migrates to a scheduled
+    prune that ends in PRUNED."""
+    record = copy.deepcopy(RECORDS["cnn_blending_done"])
+    ctrl = record["seed_state"]["alpha_controller"]
+    ctrl.update({"alpha_mode": ENUMS["AlphaMode"]["DOWN"], "alpha_start": 1.0,
+                 "alpha_target": 0.0, "alpha_steps_total": 4, "alpha_steps_done": 2,
+                 "alpha_curve": ENUMS["AlphaCurve"]["LINEAR"], "alpha": 0.5})
+    migrated = es.migrate_extra_state(record, channels=CHANNELS, seed_factory="lite_norm_cnn",
+                                      seed_kwargs={"channels": CHANNELS})
+    assert migrated["prune_scheduled"] is True
+    slot = SeedSlot(CHANNELS, "cnn")
+    slot.set_extra_state(migrated)
+    assert bool(slot.seed_frozen) and slot.step() == 0.25
+    assert slot.step() == 0.0 and slot.stage is Stage.PRUNED
+
+
+@pytest.mark.parametrize("corrupt", [
+    lambda r: r["seed_state"].pop("alpha_controller"),
+    lambda r: r.pop("isolate_gradients"),
+    lambda r: r.__setitem__("seed_state", [1, 2]),
+    lambda r: r["seed_state"]["alpha_controller"].__setitem__("alpha_steps_done", "3"),
+    lambda r: r.__setitem__("isolate_gradients", "yes"),
+    lambda r: r.__setitem__("resolved_topology", "rnn"),
+])
+def test_malformed_esper_lite_records_raise_checkpoint_error(corrupt):
+    record = copy.deepcopy(RECORDS["cnn_blending_add_midramp"])
+    corrupt(record)
+    with pytest.raises(CheckpointError):
+        es.migrate_extra_state(record, channels=CHANNELS, seed_factory="lite_norm_cnn")

@@ -362,3 +362,15 @@ def test_in_place_consumer_after_the_slot_works_in_every_stage(compiled):
     model.slot.step()
     step(x).sum().backward()
     assert all(p.grad is not None for p in model.slot.seed.parameters())
+
+
+def test_a_scheduled_prune_freezes_the_gate_network_too():
+    model, x, make_seed = host_and_input("transformer")
+    slot = model.slot
+    slot.germinate(make_seed(), blend=BlendMode.GATE)
+    slot.start_blending(0)
+    slot.schedule_prune(3)
+    run(model, x)
+    for module in (slot.seed, slot.gate):
+        for p in module.parameters():
+            assert p.grad is not None and not p.grad.any()
