@@ -171,6 +171,10 @@ class SeedSlot(nn.Module):
             alpha = torch.where(self.overriding, self.alpha_override, self.alpha)
         else:  # eager: no op for the common case
             alpha = self.alpha_override if self._override == "scalar" else self.alpha
+        if torch.is_grad_enabled():
+            # Snapshots for backward: step(), set_alpha() or a stage change between forward and
+            # backward fill the buffers in place, and the operators save what they are given.
+            alpha, flag = alpha.clone(), flag.clone()
         mode = self._blend
         if mode == "ADD":
             return kernels.blend_add(host, seed, alpha, incubate=flag)

@@ -161,7 +161,7 @@ def test_schedule_prune_needs_a_curve_and_uses_esper_lites_steepness():
 
 
 @pytest.mark.parametrize("transition", ["start_blending", "fossilize", "schedule_prune",
-                                        "prune_after"])
+                                        "prune_after", "step"])
 @pytest.mark.parametrize("topology", ["cnn", "transformer"])
 def test_a_transition_between_forward_and_backward(topology, transition):
     """Backward uses the flags its forward ran with, whatever lifecycle call came between."""
@@ -172,6 +172,9 @@ def test_a_transition_between_forward_and_backward(topology, transition):
     slot.germinate(seed)
     if transition in ("fossilize", "schedule_prune"):
         slot.start_blending(0)
+    if transition == "step":
+        slot.start_blending(2)
+        slot.step()  # alpha 0.5 for this forward
     x = (torch.randn(2, 3, 4) if topology == "transformer" else torch.randn(2, 4, 3, 3))
     x.requires_grad_()
     y = slot(x)
@@ -181,7 +184,11 @@ def test_a_transition_between_forward_and_backward(topology, transition):
         slot.fossilize()
     elif transition == "schedule_prune":
         slot.schedule_prune(3)
+    elif transition == "step":
+        slot.step()  # alpha 1.0 now; backward must use the forward's 0.5
     else:
         slot.start_blending(0)
     y.sum().backward()
     assert seed.weight.grad is not None and seed.weight.grad.abs().sum() > 0
+    if transition == "step" and topology == "cnn":  # isolated: dL/dx = 1 - alpha exactly
+        assert torch.equal(x.grad, torch.full_like(x, 0.5))
