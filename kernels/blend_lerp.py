@@ -316,6 +316,13 @@ def _save_inputs(ctx, host, seed, alpha, gate, incubate) -> None:
     ctx.save_for_backward(*kept, alpha, gate, incubate)
 
 
+def _restore(ctx):
+    """_save_inputs' counterpart: the saved tensors and which of host, seed, alpha and gate
+    need a gradient (gate only when there is one)."""
+    need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
+    return (*ctx.saved_tensors, need_host, need_seed, need_alpha, need_gate and ctx.has_gate)
+
+
 class BlendLerp(torch.autograd.Function):
     """Autograd boundary of blend_add / blend_gate (gate=None for blend_add)."""
 
@@ -328,9 +335,8 @@ class BlendLerp(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, gate, incubate = ctx.saved_tensors
-        need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
-        need_gate = need_gate and ctx.has_gate
+        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = (
+            _restore(ctx))
         bwd = _bwd_torch if eager_cpu(grad) else blend_lerp_bwd
         grad_host, grad_seed, grad_alpha, grad_gate = bwd(
             grad, host, seed, alpha, gate, incubate, ctx.seed_dtype,
@@ -361,9 +367,8 @@ class BlendLerpFormulas(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, gate, incubate = ctx.saved_tensors
-        need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
-        need_gate = need_gate and ctx.has_gate
+        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = (
+            _restore(ctx))
         c = compute_dtype(grad.dtype)
         w = _weight_torch(grad, alpha, gate)
         g = grad.to(c)
