@@ -32,5 +32,9 @@ class GradientGate(torch.autograd.Function):
 
 def gradient_gate(x: Tensor, closed: Tensor) -> Tensor:
     """x's values; dL/dx = 0 while ``closed`` (a 0-d bool tensor on x's device) holds True,
-    else dL/dy unchanged."""
+    else dL/dy unchanged. Eager on a CPU, an open gate is x itself: the flag is read for free
+    there, and backward would have used this same snapshot of it (about 60 us of autograd
+    Function per call saved, five gates per step in a two-slot transformer)."""
+    if not torch.compiler.is_compiling() and closed.is_cpu and not closed.item():
+        return x
     return GradientGate.apply(x, closed)

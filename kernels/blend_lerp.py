@@ -19,7 +19,7 @@ import struct
 import torch
 from torch import Tensor
 
-from ._backend import HAS_TRITON, eager_cpu, tracing_formulas
+from ._backend import HAS_TRITON, INTERPRET, eager_cpu, tracing_formulas
 from ._checks import check_coefficient, check_incubate, check_pair, distinct, plainly_valid
 from ._coef_grad import finish_torch, finish_triton
 from ._incubate import (
@@ -394,19 +394,35 @@ def _lerp_eager_cpu(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | No
     weight (lerp then computes in float32, or float64, for every dtype), or a tensor weight in
     float32/float64. lerp's autograd saves nothing input-sized for a weight that needs no
     gradient, and only host and seed (inputs) for one that does. Everything else (a tensor weight
-    with a bfloat16/float16 host, where torch.lerp would round the weight to that dtype; or
-    host and seed in different layouts) runs BlendLerp on the PyTorch path. Every tiny op costs
-    microseconds here, as much as lerp itself at 64K elements, so the weight takes the fewest."""
+    with a bfloat16/float16 host, where torch.lerp would round the weight to that dtype; or a
+    host or seed that is not dense) runs BlendLerp on the PyTorch path. Every tiny op costs
+    microseconds here, as much as lerp itself at 64K elements, so the weight takes the fewest.
+    Host and seed in different dense layouts (a batch_first attention output, a transposed view,
+    next to a contiguous seed) run natively too; the result is then copied into host's layout
+    only if lerp chose another (a differentiable copy: one pass, where BlendLerp's Python
+    backward costs hundreds of microseconds at small sizes)."""
     if incubate is not None and incubate.item():  # a CPU flag: reading it is free
         return Incubating.apply(host, seed, alpha, gate)
     if seed.dtype != host.dtype:
         seed = seed.to(host.dtype)  # the contract's cast (its gradient casts back)
-    if not same_dense_layout(host, seed):
-        return _blend_lerp_function(host, seed, alpha, gate, incubate)
+    if same_dense_layout(host, seed):
+        out = _native_lerp(host, seed, alpha, gate)
+    elif is_dense(host) and is_dense(seed):
+        out = _native_lerp(host, seed, alpha, gate)
+        if out is not None and out.stride() != host.stride():
+            out = torch.empty_like(host).copy_(out)  # host's layout (the contract)
+    else:
+        out = None
+    return _blend_lerp_function(host, seed, alpha, gate, incubate) if out is None else out
+
+
+def _native_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor | None:
+    """torch.lerp with the fewest weight ops, or None where its numerics are not the
+    contract's (see _lerp_eager_cpu). seed is in host's dtype."""
     c = compute_dtype(host.dtype)
     if needs_grad(alpha) or alpha.numel() > 1:
         if host.dtype != c:
-            return _blend_lerp_function(host, seed, alpha, gate, incubate)
+            return None
         return torch.lerp(host, seed, _weight_torch(host, alpha, gate))
     a = unit_clamp(alpha)
     if gate is None:
@@ -414,10 +430,47 @@ def _lerp_eager_cpu(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | No
     if gate.numel() == 1 and not needs_grad(gate):
         return torch.lerp(host, seed, _product_weight(a, unit_clamp(gate), c))
     if host.dtype != c or gate.dim() > host.dim():
-        return _blend_lerp_function(host, seed, alpha, gate, incubate)
+        return None
     # gate broadcasts against host as it is (check_coefficient); clamp(g) * a stays in [0, 1],
     # so the contract's outer clamp changes neither the value nor the gradient.
     return torch.lerp(host, seed, torch.mul((gate if gate.dtype == c else gate.to(c)).clamp(0, 1), a))
+
+
+_FLOATING = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
+
+
+def _fast_cpu_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor | None:
+    """The commonest eager CPU calls, checked and dispatched in ~3 us (the formulas spend ~4 us
+    on their tiny weight ops): plain CPU tensors, seed of host's dtype, shape and strides, host
+    contiguous, a one-element alpha that needs no gradient, and no gate (blend_add) or a
+    per-sample [B, 1, ..., 1] gate of host's dtype in float32/float64 (blend_gate with the
+    slot's gate network). The result is exactly what _native_lerp computes for the same call.
+    None for anything else, which takes the full path (checks, then the general one). Types and
+    dtypes are compared by identity: eager only, never traced."""
+    tensor = Tensor
+    if not (type(host) is tensor and type(seed) is tensor and type(alpha) is tensor
+            and host.is_cpu and seed.is_cpu and alpha.is_cpu and host.dtype in _FLOATING
+            and seed.dtype is host.dtype and alpha.dtype in _FLOATING
+            and host is not seed and alpha is not host and alpha is not seed
+            and alpha.numel() == 1 and (alpha.dim() <= host.dim() or alpha.dim() == 1)
+            and host.shape == seed.shape and host.is_contiguous()
+            and seed.stride() == host.stride() and not torch.compiler.is_compiling()):
+        return None
+    if alpha.requires_grad and torch.is_grad_enabled():
+        return None
+    a = alpha.item()
+    a = a if a != a else min(max(a, 0.0), 1.0)
+    if gate is None:
+        return torch.lerp(host, seed, a)
+    if not (type(gate) is tensor and gate.is_cpu and gate.dtype is host.dtype
+            and host.dtype in _WEIGHT_DTYPES and gate.dim() == host.dim()
+            and 1 < gate.numel() == gate.shape[0] == host.shape[0]
+            and gate is not host and gate is not seed and gate is not alpha):
+        return None
+    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), a))
+
+
+_WEIGHT_DTYPES = frozenset({torch.float32, torch.float64})  # where lerp's tensor weight is exact
 
 
 def _product_weight(a: float, g: float, c: torch.dtype) -> float:
@@ -461,6 +514,10 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
         dL/dhost = dL/dseed = g, and alpha (and gate) get zero gradients. Flipping it never
         recompiles a compiled graph (SeedSlot's TRAINING -> BLENDING switch).
     """
+    if incubate is None and not INTERPRET:
+        out = _fast_cpu_lerp(host, seed, alpha, None)
+        if out is not None:
+            return out
     if not plainly_valid(host, seed, (alpha,), incubate):
         check_pair("blend_add", host, seed, "seed")
         check_coefficient("blend_add", host, alpha, "alpha")
@@ -475,6 +532,10 @@ def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
 
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
     Gradients reach host, seed, alpha and gate; ``incubate`` as in blend_add."""
+    if incubate is None and not INTERPRET:
+        out = _fast_cpu_lerp(host, seed, alpha, gate)
+        if out is not None:
+            return out
     if not plainly_valid(host, seed, (alpha, gate), incubate):
         check_pair("blend_gate", host, seed, "seed")
         check_coefficient("blend_gate", host, alpha, "alpha")

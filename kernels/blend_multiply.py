@@ -448,8 +448,22 @@ def _multiply_eager_cpu(host, seed, alpha, seed_input, tied_grad, incubate):
             seed_input is None or same_dense_layout(host, seed_input)):
         return BlendMultiply.apply(host, seed, alpha, seed_input, tied_grad, incubate)
     if needs_grad(host, seed, alpha, seed_input):
+        if (host.numel() < _NATIVE_BELOW and host.dtype in _NATIVE_DTYPES
+                and seed.dtype is host.dtype and alpha.numel() == 1 and not needs_grad(alpha)
+                and (seed_input is None or seed_input.dtype is host.dtype)):
+            # Native autograd: the same forward ops as BlendMultiplyEagerCpu and the same saved
+            # tensors (host, t), without an autograd.Function's Python per call (~50 us: at 8K
+            # elements the whole blend costs ~200). Its backward makes more passes (addcmul's
+            # and tanh's generic formulas), ~1 ns per element more here: the two cross near
+            # 45K elements (measured, bench/NOTES.md).
+            s_in = seed_input if seed_input is not None else host if tied_grad else host.detach()
+            return torch.addcmul(host, host, torch.tanh(seed - s_in), value=unit_clamp(alpha))
         return BlendMultiplyEagerCpu.apply(host, seed, alpha, seed_input, tied_grad)
     return _multiply_eager_values(host, seed, alpha, seed_input)[0]
+
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)  # native ops give one rounding per op there
+_NATIVE_BELOW = 2**15  # elements; see _multiply_eager_cpu
 
 
 def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate):
