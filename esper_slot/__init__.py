@@ -6,6 +6,7 @@
     slot.fossilize()                                   # FOSSILIZED at alpha 1.0 (or schedule_prune)
     with ablated(model): ...                           # counterfactual: alpha forced to 0
     check_grad_flow(model)                             # always-on grad-flow status
+    telemetry = GradientTelemetry(model); telemetry.collect(); telemetry.read()  # per-slot grads
     save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
     step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
 """
@@ -27,6 +28,7 @@ from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
 from .registry import register_seed, registered_seeds
 from .slot import SeedSlot
+from .telemetry import GradientTelemetry, SlotGradientStats
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -36,8 +38,10 @@ __all__ = [
     "DefaultGate",
     "GradFlowMonitor",
     "GradFlowStatus",
+    "GradientTelemetry",
     "LifecycleError",
     "SeedSlot",
+    "SlotGradientStats",
     "SlotCompiledModule",
     "Stage",
     "ablated",

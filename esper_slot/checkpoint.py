@@ -27,7 +27,7 @@ from . import registry
 from .extra_state import VERSION_KEY, CheckpointError
 from .gate import DefaultGate
 from .lifecycle import SEED_STAGES, Stage
-from .slot import named_slots
+from .discovery import named_slots
 
 _EXTRA = "_extra_state"
 _WRAPPER_PARTS = ("_orig_mod", "module")  # torch.compile's and DDP's wrappers

@@ -13,7 +13,7 @@ from contextlib import ExitStack, contextmanager
 
 from torch import nn
 
-from .slot import named_slots
+from .discovery import named_slots
 
 
 @contextmanager

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from .discovery import named_slots
+
 # The package logger by name (not __name__): users configure logging.getLogger("esper_slot").
 logger = logging.getLogger("esper_slot")
 
@@ -52,6 +54,9 @@ class GradFlowStatus:
     slot: str = ""
     stage: str = ""
     causes: tuple[str, ...] = field(default_factory=tuple)
+    # Train-mode forward passes since germination whose seed output held NaN or Inf (the STE
+    # hides them in TRAINING); logged once per episode (esper_slot.telemetry.SeedOutputProbe).
+    seed_output_non_finite: int = 0
 
 
 class GradFlowProbe(nn.Module):
@@ -115,16 +120,17 @@ def check_grad_flow(model: nn.Module) -> dict[str, GradFlowStatus]:
     """Grad-flow status of every SeedSlot in ``model`` (compiled or not), by qualified name.
 
     Reads all slots' buffers with one device-to-host transfer per device; call it outside the
-    compiled step (e.g. every N steps, or use GradFlowMonitor)."""
-    from .slot import named_slots  # slot.py imports this module
-
+    compiled step (e.g. every N steps, or use GradFlowMonitor). Each status also carries the
+    count of forward passes whose seed output was non-finite."""
     slots = named_slots(model, display=True)
     by_device: dict[torch.device, list[int]] = {}
     for i, (_, slot) in enumerate(slots):
         by_device.setdefault(slot.grad_flow.counts.device, []).append(i)
     counts: list = [None] * len(slots)
     for indices in by_device.values():
-        stacked = torch.stack([slots[i][1].grad_flow.counts for i in indices]).tolist()
+        stacked = torch.stack([
+            torch.cat([slots[i][1].grad_flow.counts, slots[i][1].seed_output.count])
+            for i in indices]).tolist()
         for i, row in zip(indices, stacked):
             counts[i] = row
     return {name: slot.check_grad_flow(name=name, _counts=row)

@@ -27,6 +27,7 @@ fold without a guard: pytorch/pytorch#196173), and the kind of alpha override in
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import contextmanager
 
 import torch
@@ -36,11 +37,13 @@ import kernels
 
 from . import registry
 from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
+from .discovery import named_slots  # noqa: F401  (re-exported)
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
 from .grad_flow import GradFlowProbe, GradFlowStatus
 from .gradient_gate import gradient_gate
 from .lifecycle import SEED_STAGES, BlendMode, LifecycleError, Stage, require_stage
+from .telemetry import SeedOutputProbe
 
 # topology -> whether BLENDING isolates the seed by default (TRAINING always does by default)
 TOPOLOGIES = {"cnn": True, "transformer": False}
@@ -68,7 +71,13 @@ class SeedSlot(nn.Module):
             transformer [B, T, C]); checked on every forward.
         topology: "cnn" or "transformer"; sets whether BLENDING isolates the seed by default
             (cnn: True, transformer: False, as esper-lite); TRAINING isolates by default always.
+
+    ``check_seed_output`` (default True): train-mode forwards count the passes whose seed output
+    held NaN or Inf (one max-abs reduction of it; see bench/NOTES.md for its cost), reported by
+    check_grad_flow and GradientTelemetry.read(). Set it False to skip that read.
     """
+
+    _is_esper_seed_slot = True  # how discovery.named_slots recognises a slot
 
     def __init__(self, channels: int, topology: str):
         super().__init__()
@@ -115,6 +124,8 @@ class SeedSlot(nn.Module):
         self.register_buffer("alpha_override", torch.zeros(()), persistent=False)
         self.register_buffer("alpha_override_per_sample", torch.zeros(0), persistent=False)
         self.grad_flow = GradFlowProbe()
+        self.seed_output = SeedOutputProbe()
+        self.check_seed_output = True
         self.name = ""  # set by check_grad_flow(model) to the slot's qualified name
         self._rebuild_dtype: torch.dtype | None = None
         from .checkpoint import install_load_guard
@@ -160,6 +171,8 @@ class SeedSlot(nn.Module):
         seed = self.seed(seed_input)
         if self.training:
             self.grad_flow.record(seed, self.seed)
+            if self.check_seed_output:
+                self.seed_output.record(seed)
         seed = gradient_gate(seed, self.seed_frozen)
         # One call for TRAINING, BLENDING and FOSSILIZED: while `incubating` holds True the
         # operator is ste(host, seed, copy=True) (a copy, so in-place ops after the slot such as
@@ -439,6 +452,7 @@ class SeedSlot(nn.Module):
         self._seeded = seed is not None
         self._blend = blend.value
         self.generation = _next_generation()
+        self.seed_output.new_seed(self.generation)
 
     def _enter(self, stage: Stage) -> None:
         """Set the stage and its tensor form (in place: compiled graphs read the new value)."""
@@ -542,7 +556,11 @@ class SeedSlot(nn.Module):
         if name:
             self.name = name
         expected = self.stage in SEED_STAGES
-        return self.grad_flow.status(self._label(), self.stage.name, expected, _counts)
+        counts = _counts if _counts is not None else torch.cat(
+            [self.grad_flow.counts, self.seed_output.count]).tolist()
+        status = self.grad_flow.status(self._label(), self.stage.name, expected, counts[:3])
+        bad = self.seed_output.check(self._label(), counts[3], counts[0])
+        return dataclasses.replace(status, seed_output_non_finite=bad)
 
     def _label(self) -> str:
         return self.name or f"SeedSlot({self.channels}, {self.topology!r})"
@@ -550,17 +568,3 @@ class SeedSlot(nn.Module):
     def extra_repr(self) -> str:
         return (f"channels={self.channels}, topology={self.topology!r}, stage={self.stage.name}, "
                 f"blend={self.blend_mode.name}, isolate_gradients={self.isolate_gradients}")
-
-
-def named_slots(model: nn.Module, *, display: bool = False) -> list[tuple[str, SeedSlot]]:
-    """Every SeedSlot in ``model`` with its qualified name. ``display``: names as in the plain
-    model (torch.compile's "_orig_mod." removed, "<root>" for the model itself); otherwise the
-    exact module path, which prefixes the slot's state-dict keys."""
-    found = []
-    for name, module in model.named_modules():
-        if isinstance(module, SeedSlot):
-            if display:
-                name = ".".join(part for part in name.split(".") if part != "_orig_mod")
-                name = name or "<root>"
-            found.append((name, module))
-    return found

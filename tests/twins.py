@@ -64,6 +64,10 @@ class Twins:
             model.zero_grad(set_to_none=True)
         y_eager, y_compiled = self.eager(self.x), self.compiled(self.x)
         torch.testing.assert_close(y_compiled, y_eager, **TOLERANCE)
+        for eager_slot, compiled_slot in zip(slots_of(self.eager), slots_of(self.inner)):
+            # What forward records: the grad-flow counters and the non-finite seed outputs.
+            assert torch.equal(compiled_slot.grad_flow.counts, eager_slot.grad_flow.counts)
+            assert torch.equal(compiled_slot.seed_output.count, eager_slot.seed_output.count)
         self.loss(y_eager).backward()
         self.loss(y_compiled).backward()
         for (name, p_eager), p_compiled in zip(self.eager.named_parameters(),

@@ -1,0 +1,578 @@
+"""Per-slot gradient telemetry for a lifecycle controller, accumulated on the device.
+
+    telemetry = esper_slot.GradientTelemetry(model)        # once
+    loss.backward(); telemetry.collect(); opt.step()        # every step (or inside a compiled step)
+    stats = telemetry.read()                                # e.g. once per epoch: one transfer
+
+What a controller reads per slot (esper-lite's G2 gate and health signals, ``SlotGradientStats``):
+the RMS over collected steps of the seed's, its gate's and the host's gradient L2 norm, their
+parameter counts, esper-lite's seed-to-host ratio, counts of vanishing, exploding and non-finite
+parameter gradients, a health score, and how many forward passes saw a non-finite seed output.
+
+Precision without copies. A float32 sum of squares overflows for norms above ~1.8e19 and loses
+everything below ~1e-19. Each gradient's norm is therefore taken as BLAS nrm2 does, with a scale:
+m = max|g| (one min/max reduction, no squares), s = 1 / m, and norm = ||g s|| / s (each g s
+rounds once: ~1e-7 relative in the norm). Compiled, ``g * s`` fuses into the reduction: two reads
+of each gradient, nothing written. Eagerly on a GPU, collect() runs the same function through an
+internal torch.compile (one compile per set of gradient shapes); eagerly on a CPU (where that
+compile costs seconds per model structure) it runs over chunks of at most 64K elements, so no
+gradient is ever copied whole. Across
+steps each group keeps a BLAS-style pair (scale, sum of squares / scale^2) in float32: norms from
+1e-30 to 1e30 neither overflow nor underflow.
+
+torch.compile: collect() has no ``.item()`` and no graph break. Every accumulator is a float32 or
+int64 tensor with at least one dimension, never a 0-d float64 one (torch.compile silently drops
+in-place updates of those on a CPU). ``every`` is counted in a tensor, so it never recompiles.
+
+This module sits below the slot: it finds slots through ``discovery`` and the slot's own small
+``SeedOutputProbe`` (defined here) and never imports the slot module.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .discovery import named_slots
+
+logger = logging.getLogger("esper_slot")
+
+DEFAULT_VANISHING = 1e-7  # esper-lite's vanishing threshold (per parameter-gradient norm)
+DEFAULT_EXPLODING = 5.0  # esper-lite's exploding threshold: 10x its clip norm of 0.5
+RATIO_EPS = 1e-8  # esper-lite's epsilon in the seed/host ratio
+
+SEED, GATE, HOST = 0, 1, 2  # columns of the norm accumulators
+_TINY = torch.finfo(torch.float32).tiny
+# Columns of the count accumulator.
+STEPS, VANISHING, EXPLODING, NON_FINITE, SEED_TENSORS = range(5)
+
+
+class SeedOutputProbe(nn.Module):
+    """How many train-mode forward passes saw a NaN or Inf in the seed's output, recorded in
+    forward without a sync or a graph break: one min/max reduction over the seed's output (NaN
+    propagates through it) and an in-place add to an int64 [1] buffer. ``seed_id`` changes
+    whenever the slot's seed does, so readers can tell one seed's numbers from the next one's.
+    Not saved in state_dicts."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self.register_buffer("seed_id", torch.zeros(1, dtype=torch.int64), persistent=False)
+        self._reported = 0  # the count at the last check
+        self._passes = 0  # the slot's forward passes at the last check
+        self._warned = False  # warned in this episode (it ends after clean passes)
+        self._baseline = 0  # the count at GradientTelemetry's last reset
+
+    def record(self, seed_output: Tensor) -> None:
+        # min and max propagate NaN and hold any Inf: one fused reduction (linalg.vector_norm
+        # with ord=inf is ~20x slower on a CPU, and Inductor does not fuse it).
+        if seed_output.numel() == 0:
+            return
+        low, high = torch.aminmax(seed_output.detach())
+        if seed_output.is_cpu and not torch.compiler.is_compiling():  # reading is free here
+            if not (math.isfinite(low.item()) and math.isfinite(high.item())):
+                with torch.no_grad():
+                    self.count.add_(1)
+            return
+        with torch.no_grad():
+            self.count.add_(~(torch.isfinite(low) & torch.isfinite(high)))
+
+    def new_seed(self, seed_id: int) -> None:
+        """The slot's seed changed (germinate, prune, a checkpoint load): start afresh."""
+        self.reset()
+        with torch.no_grad():
+            self.seed_id.fill_(seed_id)
+
+    def reset(self) -> None:
+        with torch.no_grad():
+            self.count.zero_()
+        self._reported, self._passes, self._warned, self._baseline = 0, 0, False, 0
+
+    def check(self, slot: str, count: int, passes: int, log: bool = True) -> int:
+        """Episode bookkeeping for a read ``count`` (and the slot's train-mode forward
+        ``passes``, from its grad-flow counters): ONE warning on the "esper_slot" logger when
+        new non-finite passes appear, none again until a check that follows clean passes."""
+        if count > self._reported:
+            if not self._warned and log:
+                logger.warning(
+                    "slot %r: the seed's output held NaN or Inf in %d forward pass(es) (%d in "
+                    "all since germination). In TRAINING the host output hides it; blending "
+                    "would pass it on. Check the seed (initialisation, learning rate, a division "
+                    "or log inside it); this warning repeats only after clean passes.",
+                    slot, count - self._reported, count)
+            self._warned = True
+        elif passes > self._passes:  # passes ran since the last check, all of them clean
+            self._warned = False
+        self._reported, self._passes = count, passes
+        return count
+
+
+@dataclass(frozen=True)
+class SlotGradientStats:
+    """One slot's gradient statistics over the steps collected since the last reset.
+
+    seed_grad_norm, gate_grad_norm, host_grad_norm: sqrt(mean over collected steps of the squared
+        L2 norm of that group's gradients that step), i.e. the RMS of the per-step norms.
+        Non-finite parameter gradients are left out of the norms and counted in ``non_finite``.
+    seed_param_count, gate_param_count, host_param_count: elements of the parameters whose
+        gradients were collected (at the latest collected step).
+    steps: collected steps (since the last reset, or since the slot's seed changed).
+    ratio: esper-lite's G2 ratio, (seed_norm / sqrt(n_seed)) / (host_norm / sqrt(n_host) + 1e-8),
+        0.0 when either norm is below 1e-8 or either count is 0.
+    vanishing, exploding: seed parameter gradients (tensor x step) whose norm was below the
+        vanishing threshold, or above the exploding threshold or non-finite.
+    non_finite: seed and gate parameter gradients (tensor x step) holding NaN or Inf.
+    seed_output_non_finite: train-mode forward passes whose seed output held NaN or Inf.
+    health: esper-lite's score, 1 - 0.5 v - 0.8 e clamped to [0, 1], with v and e the vanishing
+        and exploding fractions of the seed's collected parameter gradients; 1.0 with none
+        collected, and 0.0 whenever the seed's output was non-finite.
+    """
+
+    slot: str
+    stage: str
+    seed_grad_norm: float
+    gate_grad_norm: float
+    host_grad_norm: float
+    seed_param_count: int
+    gate_param_count: int
+    host_param_count: int
+    steps: int
+    ratio: float
+    vanishing: int
+    exploding: int
+    non_finite: int
+    seed_output_non_finite: int
+    health: float
+
+
+def esper_lite_ratio(seed_norm: float, n_seed: int, host_norm: float, n_host: int) -> float:
+    """esper-lite's ``DualGradientStats.normalized_ratio``."""
+    if host_norm < RATIO_EPS or seed_norm < RATIO_EPS or n_host == 0 or n_seed == 0:
+        return 0.0
+    return (seed_norm / math.sqrt(n_seed)) / (host_norm / math.sqrt(n_host) + RATIO_EPS)
+
+
+# ---- the traced math: per-tensor scaled norms, then BLAS-style accumulation ----
+
+
+def tensor_norms(grads: list[Tensor]) -> Tensor:
+    """[k] float32: each gradient's L2 norm without overflow or underflow of its squares (a
+    max-abs scale per tensor), NaN or Inf for a gradient holding them. While torch.compile
+    traces, the fused form (``g * s`` inside the reduction: nothing gradient-sized is written);
+    eagerly, the same math over bounded chunks (no full copy of any gradient)."""
+    if not grads:
+        return torch.zeros(0)
+    if torch.compiler.is_compiling():
+        return _traced_norms(grads)
+    if all(g.is_cpu for g in grads):
+        return _cpu_norms(grads)
+    return _chunked_norms(grads)
+
+
+def _scales(lows: Tensor, highs: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """From per-tensor min and max: (max|g|, usable, inv). ``usable``: finite and non-zero.
+    inv = 1 / max|g| (at most 1 / the smallest normal float32), so |g| * inv <= 1: no square
+    overflows and the largest cannot underflow. Not a power of two, so each g * inv rounds once
+    (2^-24 relative per element, ~1e-7 in the norm); frexp's exact power of two made Inductor's
+    CPU code 2x slower (bench/NOTES.md)."""
+    peak = torch.maximum(-lows, highs).float()  # NaN propagates
+    usable = torch.isfinite(peak) & (peak > 0)
+    return peak, usable, 1.0 / torch.where(usable, peak, 1.0).clamp_min(_TINY)
+
+
+def _traced_norms(grads: list[Tensor]) -> Tensor:
+    norms = []
+    for g in grads:
+        if g.numel() == 0:
+            norms.append(g.new_zeros((), dtype=torch.float32))
+        elif g.dtype == torch.float64:
+            norms.append(torch.linalg.vector_norm(g).float())
+        else:
+            low, high = torch.aminmax(g)
+            peak, usable, inv = _scales(low, high)
+            scaled = torch.linalg.vector_norm(g.float() * inv) / inv
+            norms.append(torch.where(usable, scaled, peak))  # 0, NaN or Inf as max|g| says
+    return torch.stack(norms)
+
+
+# A float32 norm computed plainly is exact to ~1e-7 inside this range: no partial sum of
+# squares overflows below 1e18, and above 1e-10 the squares that underflow (elements under
+# ~1e-19) add less than 2^31 * 1e-38 to a sum of at least 1e-20.
+PLAIN_RANGE = (1e-10, 1e18)
+
+
+def _cpu_norms(grads: list[Tensor]) -> Tensor:
+    """Eager on a CPU, where reading a value is free: float32 gradients' plain norms in one
+    torch._foreach_norm (no copy), kept where they lie in PLAIN_RANGE; float64 gradients' own
+    norms; everything else (outside the range, non-finite, zero, bfloat16/float16, whose norm
+    in their own dtype would round) through the chunked scaled form."""
+    plain_idx = [i for i, g in enumerate(grads) if g.dtype == torch.float32 and g.numel()]
+    values = [0.0] * len(grads)
+    redo = [i for i, g in enumerate(grads) if g.dtype not in (torch.float32, torch.float64)
+            and g.numel()]
+    if plain_idx:
+        plain = torch.stack(torch._foreach_norm([grads[i] for i in plain_idx])).tolist()
+        low, high = PLAIN_RANGE
+        for i, value in zip(plain_idx, plain):
+            if low <= value <= high:
+                values[i] = value
+            elif value == 0.0 and not grads[i].any():  # exactly zero (a TRAINING gate's)
+                values[i] = 0.0
+            else:
+                redo.append(i)
+    for i, g in enumerate(grads):
+        if g.dtype == torch.float64 and g.numel():
+            values[i] = torch.linalg.vector_norm(g).item()
+    if redo:
+        for i, value in zip(redo, _chunked_norms([grads[i] for i in redo]).tolist()):
+            values[i] = value
+    return torch.tensor(values, dtype=torch.float32)
+
+
+CHUNK = 1 << 16  # elements per eager chunk: a 256 KB float32 scratch at most
+
+
+def _chunked_norms(grads: list[Tensor]) -> Tensor:
+    """Eager form of _traced_norms: one min/max per gradient, the scales for all of them in a
+    few vector ops, then ||chunk * inv|| over chunks of at most CHUNK elements (views of the
+    gradient's memory; only a non-dense gradient is flattened by a copy). No host sync."""
+    device = grads[0].device
+    lows, highs = [], []
+    for g in grads:
+        if g.numel() == 0:
+            lows.append(g.new_zeros((), dtype=torch.float32))
+            highs.append(lows[-1])
+        else:
+            low, high = torch.aminmax(g)
+            lows.append(low.float())
+            highs.append(high.float())
+    peak, usable, inv = _scales(torch.stack(lows).to(device), torch.stack(highs).to(device))
+    sums = []
+    for g, scale in zip(grads, inv.unbind()):
+        flat = _flat_view(g)
+        parts = [torch.linalg.vector_norm(flat[i:i + CHUNK].float() * scale.to(g.device))
+                 for i in range(0, flat.numel(), CHUNK)]
+        sums.append(torch.linalg.vector_norm(torch.stack(parts)).to(device) if parts
+                    else peak.new_zeros(()))
+    scaled = torch.stack(sums) / inv
+    exact = torch.stack([torch.linalg.vector_norm(g).float().to(device)
+                         if g.dtype == torch.float64 else peak.new_zeros(()) for g in grads])
+    is_double = torch.tensor([g.dtype == torch.float64 for g in grads], device=device)
+    return torch.where(is_double, exact, torch.where(usable, scaled, peak))
+
+
+def _flat_view(g: Tensor) -> Tensor:
+    """g's elements as one flat tensor: a view when g is dense in any layout (the norm does not
+    care about the order)."""
+    if g.is_contiguous():
+        return g.view(-1)
+    order = sorted(range(g.dim()), key=lambda d: g.stride(d))
+    expected = 1
+    for d in order:
+        if g.size(d) != 1 and g.stride(d) != expected:
+            return g.reshape(-1)  # not dense: a copy (rare: gradients are dense)
+        expected *= g.size(d)
+    return g.as_strided((g.numel(),), (1,))
+
+
+def _pair(values: Tensor) -> tuple[Tensor, Tensor]:
+    """sum(values^2) as (peak, sum((values / peak)^2)); ``values`` finite and non-negative."""
+    if values.numel() == 0:
+        zero = values.new_zeros(())
+        return zero, zero
+    peak = values.max()
+    return peak, ((values / torch.where(peak > 0, peak, 1.0)) ** 2).sum()
+
+
+def _combine(s1: Tensor, q1: Tensor, s2: Tensor, q2: Tensor) -> tuple[Tensor, Tensor]:
+    """The sum of two pairs (scale, ssq), each standing for scale^2 * ssq, rescaled to the
+    larger scale so that nothing overflows or underflows."""
+    top = torch.maximum(s1, s2)
+    safe = torch.where(top > 0, top, 1.0)
+    return top, q1 * (s1 / safe) ** 2 + q2 * (s2 / safe) ** 2
+
+
+def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
+                 gate_grads: list[list[Tensor]], host_grads: list[Tensor],
+                 seed_ids: list[Tensor], take: Tensor | None,
+                 vanishing: float, exploding: float) -> None:
+    """One collected step, in place on ``state``'s tensors (see GradientTelemetry). Pure tensor
+    ops: safe inside torch.compile(fullgraph=True). ``take`` (bool [1]) keeps the old values
+    where False (``every`` inside a compiled step); None takes the step."""
+    device = state["scale"].device
+    host = tensor_norms(host_grads).to(device)
+    host_pair = _pair(torch.where(torch.isfinite(host), host, 0.0))
+    ids = torch.cat([i.reshape(1).to(device) for i in seed_ids])
+    fresh = ids != state["seen"]  # the slot's seed changed since the last collected step
+    scales, ssqs, counts = [], [], []
+    for i, (seed_list, gate_list) in enumerate(zip(seed_grads, gate_grads)):
+        old_scale = torch.where(fresh[i], 0.0, state["scale"][i])
+        old_ssq = torch.where(fresh[i], 0.0, state["ssq"][i])
+        old_counts = torch.where(fresh[i], 0, state["counts"][i])
+        seed = tensor_norms(seed_list).to(device)
+        gate = tensor_norms(gate_list).to(device)
+        seed_finite, gate_finite = torch.isfinite(seed), torch.isfinite(gate)
+        row_scale, row_ssq = [], []
+        for column, pair in ((SEED, _pair(torch.where(seed_finite, seed, 0.0))),
+                             (GATE, _pair(torch.where(gate_finite, gate, 0.0))),
+                             (HOST, host_pair)):
+            s, q = _combine(old_scale[column], old_ssq[column], *pair)
+            row_scale.append(s)
+            row_ssq.append(q)
+        step_counts = torch.stack([
+            torch.ones((), dtype=torch.int64, device=device),
+            (seed_finite & (seed < vanishing)).sum(),
+            ((seed > exploding) | ~seed_finite).sum(),
+            (~seed_finite).sum() + (~gate_finite).sum(),
+            torch.tensor(len(seed_list), dtype=torch.int64, device=device),
+        ])
+        scales.append(torch.stack(row_scale))
+        ssqs.append(torch.stack(row_ssq))
+        counts.append(old_counts + step_counts)
+    numel = torch.tensor([[sum(g.numel() for g in s), sum(g.numel() for g in q),
+                           sum(g.numel() for g in host_grads)]
+                          for s, q in zip(seed_grads, gate_grads)],
+                         dtype=torch.int64, device=device)
+    new = {"scale": torch.stack(scales), "ssq": torch.stack(ssqs), "counts": torch.stack(counts),
+           "numel": numel, "seen": ids}
+    with torch.no_grad():
+        for key, value in new.items():
+            if take is not None:
+                value = torch.where(take.reshape((1,) * value.dim()), value, state[key])
+            state[key].copy_(value)
+
+
+def collect_step_cpu(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
+                     gate_grads: list[list[Tensor]], host_grads: list[Tensor],
+                     seed_ids: list[Tensor], vanishing: float, exploding: float) -> None:
+    """collect_step for CPU tensors, eagerly: reading is free on a CPU, so the per-tensor norms
+    come back as numbers (tensor_norms) and the few dozen tiny tensor ops of the accumulation
+    become Python arithmetic in float64; each pair is stored back as (sqrt(total), 1), which
+    stands for the same total. One read of the state, one write per accumulator."""
+    sizes = [len(g) for g in seed_grads] + [len(g) for g in gate_grads] + [len(host_grads)]
+    flat = [g for group in seed_grads for g in group] + [
+        g for group in gate_grads for g in group] + list(host_grads)
+    norms = tensor_norms(flat).tolist() if flat else []
+    groups, start = [], 0
+    for size in sizes:
+        groups.append(norms[start:start + size])
+        start += size
+    n = len(seed_grads)
+    seeds, gates, host = groups[:n], groups[n:2 * n], groups[2 * n]
+    host_total = sum(v * v for v in host if math.isfinite(v))
+    scale, ssq = state["scale"].tolist(), state["ssq"].tolist()
+    counts, seen = state["counts"].tolist(), state["seen"].tolist()
+    ids = [int(i) for i in torch.cat([i.reshape(1) for i in seed_ids]).tolist()]
+    for i in range(n):
+        if ids[i] != seen[i]:  # the slot's seed changed since the last collected step
+            scale[i], ssq[i], counts[i] = [0.0] * 3, [0.0] * 3, [0] * 5
+        step = [sum(v * v for v in seeds[i] if math.isfinite(v)),
+                sum(v * v for v in gates[i] if math.isfinite(v)), host_total]
+        for k in range(3):
+            total = scale[i][k] ** 2 * ssq[i][k] + step[k]
+            scale[i][k], ssq[i][k] = (math.sqrt(total), 1.0) if total > 0 else (0.0, 0.0)
+        finite = [math.isfinite(v) for v in seeds[i]]
+        counts[i] = [counts[i][STEPS] + 1,
+                     counts[i][VANISHING] + sum(f and v < vanishing
+                                                for v, f in zip(seeds[i], finite)),
+                     counts[i][EXPLODING] + sum(not f or v > exploding
+                                                for v, f in zip(seeds[i], finite)),
+                     counts[i][NON_FINITE] + finite.count(False)
+                     + sum(not math.isfinite(v) for v in gates[i]),
+                     counts[i][SEED_TENSORS] + len(seeds[i])]
+    numel = [[sum(g.numel() for g in s), sum(g.numel() for g in q),
+              sum(g.numel() for g in host_grads)] for s, q in zip(seed_grads, gate_grads)]
+    with torch.no_grad():
+        for key, value in (("scale", scale), ("ssq", ssq), ("counts", counts),
+                           ("numel", numel), ("seen", ids)):
+            state[key].copy_(torch.tensor(value, dtype=state[key].dtype))
+
+
+_compiled_collect = None
+
+
+def _compiled_collect_step():
+    """collect_step through torch.compile, built on first use: eager collect() calls this so
+    that ``g * s`` is never materialised (one graph per set of gradient shapes)."""
+    global _compiled_collect
+    if _compiled_collect is None:
+        _compiled_collect = torch.compile(collect_step, fullgraph=True, dynamic=False)
+    return _compiled_collect
+
+
+# ---- the user-facing collector ----
+
+
+class GradientTelemetry:
+    """Per-slot gradient statistics, accumulated on the device with no host sync.
+
+    Args:
+        model: the model holding the slots (compiled or not).
+        host_params: the host's parameters; default: every parameter of ``model`` that belongs
+            to no slot's seed or gate (recomputed when a slot's seed changes).
+        every: collect() does its work on every ``every``-th call only (counted in a tensor).
+        vanishing, exploding: per-parameter gradient-norm thresholds (esper-lite's defaults).
+        compile: how an eager collect() runs its math: True through an internal torch.compile
+            (fused: two reads of each gradient, nothing written; seconds of compile per model
+            structure), False eagerly over bounded chunks (a few small ops per gradient, a
+            256 KB scratch). None (default): True on a GPU, False on a CPU. Either way no
+            gradient is copied whole, and the numbers agree to ~1e-6.
+
+    Call collect() after backward and before the optimizer step (and before zero_grad), eagerly
+    or inside a torch.compile(fullgraph=True) training step. A slot whose seed changes
+    (germinate, prune, a checkpoint load) starts its statistics afresh at its next collected
+    step; read() returns every slot of the model, seeded or not.
+    """
+
+    def __init__(self, model: nn.Module, host_params=None, every: int = 1,
+                 vanishing: float = DEFAULT_VANISHING, exploding: float = DEFAULT_EXPLODING,
+                 compile: bool | None = None):
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive int, got {every!r}")
+        for name, value in (("vanishing", vanishing), ("exploding", exploding)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                    math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if vanishing >= exploding:
+            raise ValueError(f"vanishing ({vanishing}) must be below exploding ({exploding})")
+        self.model = model
+        self.slots = named_slots(model, display=True)
+        if not self.slots:
+            raise ValueError("the model has no SeedSlot: there is nothing to collect for")
+        self.every, self.vanishing, self.exploding = every, float(vanishing), float(exploding)
+        if compile is not None and not isinstance(compile, bool):
+            raise ValueError(f"compile must be True, False or None, got {compile!r}")
+        self._host_params = None if host_params is None else list(host_params)
+        if self._host_params is not None and not all(
+                isinstance(p, Tensor) for p in self._host_params):
+            raise ValueError("host_params must be an iterable of parameters (tensors)")
+        device = next((b.device for _, s in self.slots for b in s.buffers()), torch.device("cpu"))
+        n = len(self.slots)
+        self.state = {
+            "scale": torch.zeros(n, 3, device=device),
+            "ssq": torch.zeros(n, 3, device=device),
+            "counts": torch.zeros(n, 5, dtype=torch.int64, device=device),
+            "numel": torch.zeros(n, 3, dtype=torch.int64, device=device),
+            "seen": torch.zeros(n, dtype=torch.int64, device=device),
+        }
+        self.compile = device.type != "cpu" if compile is None else compile
+        self.calls = torch.zeros(1, dtype=torch.int64, device=device)
+        self._eager_calls = 0  # mirrors self.calls for eager calls (resynchronised by read())
+        self._cache_key = None
+        self._groups = None
+
+    # ---- collection ----
+
+    def _param_groups(self, compiling: bool):
+        """(seed params per slot, gate params per slot, host params), cached per structure in
+        eager calls. Traced, the walk runs once per graph (and a cache write would be a side
+        effect that costs a recompile)."""
+        key = None if compiling else tuple(slot.generation for _, slot in self.slots)
+        if compiling or key != self._cache_key or self._groups is None:
+            seeds = [list(slot.seed.parameters()) if slot.has_seed else []
+                     for _, slot in self.slots]
+            gates = [list(slot.gate.parameters()) if slot.gate is not None else []
+                     for _, slot in self.slots]
+            if self._host_params is not None:
+                host = self._host_params
+            else:
+                owned = {id(p) for group in seeds + gates for p in group}
+                host = [p for p in self.model.parameters() if id(p) not in owned]
+            if compiling:
+                return seeds, gates, host
+            self._groups, self._cache_key = (seeds, gates, host), key
+        return self._groups
+
+    def collect(self) -> None:
+        """Accumulate this step's gradients (every ``every``-th call). No sync, no graph
+        break; inside a compiled step it is traced into the step's graph."""
+        compiling = torch.compiler.is_compiling()
+        with torch.no_grad():
+            self.calls.add_(1)
+        take = None
+        if compiling:
+            if self.every > 1:
+                take = self.calls % self.every == 0
+        else:
+            self._eager_calls += 1
+            if self._eager_calls % self.every:
+                return
+        seeds, gates, host = self._param_groups(compiling)
+        args = (self.state,
+                [[p.grad for p in group if p.grad is not None] for group in seeds],
+                [[p.grad for p in group if p.grad is not None] for group in gates],
+                [p.grad for p in host if p.grad is not None],
+                [slot.seed_output.seed_id for _, slot in self.slots],
+                take, self.vanishing, self.exploding)
+        if compiling or (not self.compile and self.state["scale"].is_cuda):
+            collect_step(*args)
+        elif not self.compile:
+            collect_step_cpu(*args[:5], self.vanishing, self.exploding)
+        else:  # one graph per structure; a long run sees many: lift the recompile limit here
+            with torch._dynamo.config.patch(recompile_limit=max(
+                    torch._dynamo.config.recompile_limit, 1024)):
+                _compiled_collect_step()(*args)
+
+    # ---- reading ----
+
+    def read(self, reset: bool = True) -> dict[str, SlotGradientStats]:
+        """Every slot's statistics since the last reset, by qualified name: one device-to-host
+        transfer for all slots. ``reset`` zeroes the accumulators afterwards (and starts the
+        next count of non-finite seed outputs). Logs ONE warning per slot per episode of
+        non-finite seed outputs on the "esper_slot" logger."""
+        state = self.state
+        probes = torch.cat([torch.cat([slot.seed_output.count, slot.grad_flow.counts[:1]]).to(
+            state["scale"].device) for _, slot in self.slots])
+        flat = torch.cat([state["scale"].flatten().double(), state["ssq"].flatten().double(),
+                          state["counts"].flatten().double(), state["numel"].flatten().double(),
+                          probes.double(), self.calls.double()]).tolist()
+        n = len(self.slots)
+        scale, ssq = flat[:3 * n], flat[3 * n:6 * n]
+        counts, numel = flat[6 * n:11 * n], flat[11 * n:14 * n]
+        outputs, calls = flat[14 * n:16 * n], int(flat[16 * n])
+        out = {}
+        for i, (name, slot) in enumerate(self.slots):
+            c = [int(v) for v in counts[5 * i:5 * i + 5]]
+            steps = c[STEPS]
+            norms = [_rms(scale[3 * i + k], ssq[3 * i + k], steps) for k in range(3)]
+            n_seed, n_gate, n_host = (int(v) for v in numel[3 * i:3 * i + 3])
+            seen_outputs, passes = int(outputs[2 * i]), int(outputs[2 * i + 1])
+            bad_outputs = seen_outputs - slot.seed_output._baseline
+            slot.seed_output.check(name, seen_outputs, passes)
+            out[name] = SlotGradientStats(
+                slot=name, stage=slot.stage.name,
+                seed_grad_norm=norms[SEED], gate_grad_norm=norms[GATE],
+                host_grad_norm=norms[HOST],
+                seed_param_count=n_seed, gate_param_count=n_gate, host_param_count=n_host,
+                steps=steps, ratio=esper_lite_ratio(norms[SEED], n_seed, norms[HOST], n_host),
+                vanishing=c[VANISHING], exploding=c[EXPLODING], non_finite=c[NON_FINITE],
+                seed_output_non_finite=bad_outputs,
+                health=_health(c, bad_outputs))
+            if reset:
+                slot.seed_output._baseline = seen_outputs
+        self._eager_calls = calls
+        if reset:
+            with torch.no_grad():
+                for key in ("scale", "ssq", "counts"):
+                    state[key].zero_()
+        return out
+
+
+def _rms(scale: float, ssq: float, steps: int) -> float:
+    if steps == 0 or scale == 0.0:
+        return 0.0
+    return scale * math.sqrt(ssq / steps)
+
+
+def _health(counts: list[int], bad_outputs: int) -> float:
+    if bad_outputs:
+        return 0.0
+    tensors = counts[SEED_TENSORS]
+    if tensors == 0:
+        return 1.0
+    health = 1.0 - 0.5 * counts[VANISHING] / tensors - 0.8 * counts[EXPLODING] / tensors
+    return min(1.0, max(0.0, health))
