@@ -6,8 +6,9 @@ esper_slot.compile (torch.compile, fullgraph=True, sized for slot lifecycles).
 Stages: host-only warm-up (DORMANT) -> germinate a seed (TRAINING, the incubator: the host's
 outputs stay bit-identical while the seed learns) -> BLENDING (alpha ramps 0 -> 1) ->
 FOSSILIZED. After each stage: held-out accuracy (beside a host-only control trained on the same batches
-from germination on, so the seed's effect shows), loss, alpha, seconds, graphs compiled and
-the grad-flow status. Then a strict checkpoint is saved, reloaded into a fresh model and checked for
+from germination on, so the seed's effect shows), loss, the seed's counterfactual contribution,
+its seed-to-host gradient ratio (esper_slot.GradientTelemetry), alpha, seconds, graphs compiled
+and the grad-flow status. Then a strict checkpoint is saved, reloaded into a fresh model and checked for
 identical outputs. DIR gets checkpoint.pt, training.png and summary.txt.
 """
 
@@ -126,6 +127,7 @@ def main(argv=None) -> int:
           f"fullgraph=True{', seed frozen on purpose' if args.freeze_seed else ''}")
 
     control = {}  # a host-only copy trained on the same batches from germination on (eager)
+    telemetry = es.GradientTelemetry(model)  # per-slot gradient statistics, read per stage
 
     def run_stage(stage: str, before_step=None):
         graphs_before = counters["stats"]["unique_graphs"]
@@ -139,6 +141,7 @@ def main(argv=None) -> int:
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(compiled(x_train[idx]), y_train[idx])
             loss.backward()
+            telemetry.collect()
             opt.step()
             if control:
                 control["opt"].zero_grad(set_to_none=True)
@@ -155,6 +158,7 @@ def main(argv=None) -> int:
         history["eval_step"].append(len(history["step"]) - 1)
         history["accuracy"].append(acc)
         flow = es.check_grad_flow(model)["slot"]
+        grads = telemetry.read()["slot"]  # this stage's steps; the sums start afresh
         control_acc = evaluate(control["model"], x_test, y_test)[1] if control else acc
         history["control"].append(control_acc)
         # The seed's counterfactual contribution: accuracy minus accuracy with alpha forced to 0
@@ -166,12 +170,15 @@ def main(argv=None) -> int:
         summary.append({"stage": stage, "steps": steps[stage], "test_loss": test_loss,
                         "accuracy": acc, "control": control_acc, "contribution": contribution,
                         "alpha": model.slot.alpha.item(), "seconds": seconds,
+                        "ratio": grads.ratio if grads.seed_param_count else None,
                         "graphs": counters["stats"]["unique_graphs"] - graphs_before,
                         "grad_flow": ("n/a (no seed)" if not flow.expected else
                                       "ok" if flow.ok else f"BLOCKED ({flow.blocked_steps} steps)")})
         boundaries.append(len(history["step"]))
         row = summary[-1]
         contrib = "" if contribution is None else f", seed contribution {contribution:+.3f}"
+        if row["ratio"] is not None:
+            contrib += f", seed/host gradient ratio {row['ratio']:.3f}"
         print(f"{stage:10s} done: test accuracy {acc:.3f} (host-only control "
               f"{control_acc:.3f}{contrib}), loss {test_loss:.3f}, alpha "
               f"{row['alpha']:.2f}, {seconds:.1f}s, {row['graphs']} graph(s) compiled, "
@@ -231,14 +238,15 @@ def main(argv=None) -> int:
 
 def format_summary(rows) -> str:
     header = (f"{'stage':10s} {'steps':>5s} {'test loss':>9s} {'accuracy':>8s} "
-              f"{'control':>7s} {'seed contrib':>12s} {'alpha':>5s} {'seconds':>7s} "
-              f"{'graphs':>6s}  grad flow")
+              f"{'control':>7s} {'seed contrib':>12s} {'grad ratio':>10s} {'alpha':>5s} "
+              f"{'seconds':>7s} {'graphs':>6s}  grad flow")
     lines = [header, "-" * len(header)]
     for r in rows:
         contrib = "-" if r["contribution"] is None else f"{r['contribution']:+.3f}"
+        ratio = "-" if r.get("ratio") is None else f"{r['ratio']:.3f}"
         lines.append(f"{r['stage']:10s} {r['steps']:5d} {r['test_loss']:9.3f} "
-                     f"{r['accuracy']:8.3f} {r['control']:7.3f} {contrib:>12s} {r['alpha']:5.2f} "
-                     f"{r['seconds']:7.1f} "
+                     f"{r['accuracy']:8.3f} {r['control']:7.3f} {contrib:>12s} {ratio:>10s} "
+                     f"{r['alpha']:5.2f} {r['seconds']:7.1f} "
                      f"{r['graphs']:6d}  {r['grad_flow']}")
     return "\n".join(lines) + "\n"
 

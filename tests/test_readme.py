@@ -12,3 +12,13 @@ def test_readme_slot_example_runs():
     scope: dict = {}
     exec(compile(example, "README.md", "exec"), scope)
     assert scope["model"].slot.stage.name == "FOSSILIZED"
+
+
+def test_readme_telemetry_example_runs():
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text[text.index("### Gradient telemetry"):]
+    example = re.findall(r"```python\n(.*?)```", section, re.S)[0]
+    scope: dict = {}
+    exec(compile(example, "README.md", "exec"), scope)
+    assert scope["slot"].stage.name == "BLENDING"  # the gate opened
+    assert scope["stats"].steps == 10  # every=2 over 20 steps
