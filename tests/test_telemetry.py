@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 
 import pytest
 import torch
@@ -425,3 +426,23 @@ def test_the_probe_under_compile_equals_eager_across_transitions():
             assert torch.equal(a.seed_output.count, b.seed_output.count)
     assert [int(s.seed_output.count) for s in model.slots] == [0, 0, 4]
     assert backend.graphs == 1
+
+
+def test_under_inductor_the_probe_fuses_into_the_blend_kernel():
+    """The compile path's answer to 'the flag comes for free from the kernel that reads the
+    seed's output': Inductor puts the seed's last activation, the blend and the probe's min/max
+    in one loop (its forward is one kernel)."""
+    from torch._inductor.utils import run_and_get_code
+
+    torch._dynamo.reset()
+    slot = esper_slot.SeedSlot(8, "transformer")
+    slot.germinate(nn.Sequential(nn.Linear(8, 8), nn.Tanh()))
+    slot.start_blending(10)
+    slot.step()
+    compiled = torch.compile(slot, fullgraph=True)
+    x = torch.randn(4, 16, 8, requires_grad=True)
+    _, code = run_and_get_code(lambda: compiled(x).sum().backward())
+    forward = code[0]
+    fused = [name for name in set(re.findall(r"cpp_fused_\w+", forward))
+             if "aminmax" in name]
+    assert len(fused) == 1 and "lerp" in fused[0] and "tanh" in fused[0], fused
