@@ -7,8 +7,8 @@ output). multiply's seed_input is host itself (no gradient isolation)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

@@ -9,8 +9,8 @@ BLENDING. Variants, each torch.compile(fullgraph=True) with Inductor:
 - compiled formulas: esper-lite's slot written as plain formulas (STE h + (s - s.detach()) in
   TRAINING, lerp / multiply / gate blends after), the baseline.
 
-Each round times one step of every variant, in a shuffled order (median ms over the rounds). On CUDA it also
-reports each variant's peak memory.
+Each round times one step of every variant, in a shuffled order (median ms over the rounds). On CUDA
+it also reports each variant's peak memory.
 """
 
 from __future__ import annotations

@@ -115,14 +115,14 @@ def run_lifecycle(model, x, labels, make, quick):
 
     try:
         train_and_eval()
-        for name, transition in script(quick):
+        for _name, transition in script(quick):
             transition(slots)
             opt.add_param_group({"params": [p for p in model.parameters()
                                             if not any(p is q for g in opt.param_groups
                                                        for q in g["params"])]})
             train_and_eval()
             done += 1
-    except Exception as err:  # noqa: BLE001 - the failure is the measurement
+    except Exception as err:
         failure = f"{type(err).__name__} at transition {done + 1} ({script(quick)[done][0]})"
     row = {
         "graphs": counters["stats"]["unique_graphs"] - graphs0,
@@ -140,7 +140,7 @@ def step_times(entries, x, labels, rounds: int) -> dict[str, float]:
     opts = {name: torch.optim.SGD(model.parameters(), lr=1e-3) for name, model, _ in entries}
     times: dict[str, list[float]] = {name: [] for name, _, _ in entries}
     for r in range(rounds + 2):
-        for name, model, forward in entries:
+        for name, _model, forward in entries:
             t0 = time.perf_counter()
             opts[name].zero_grad(set_to_none=True)
             nn.functional.cross_entropy(forward(x), labels).backward()

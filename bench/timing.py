@@ -8,7 +8,7 @@ import itertools
 import random
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

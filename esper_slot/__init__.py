@@ -11,6 +11,8 @@
     step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
 """
 
+__version__ = "0.1.0"  # the single source: pyproject.toml reads it (tool.setuptools.dynamic)
+
 from . import distributed
 from .checkpoint import (
     load_checkpoint,
@@ -22,10 +24,10 @@ from .checkpoint import (
 from .compiled import CompileBudgetError, SlotCompiledModule, compile
 from .counterfactual import ablated
 from .extra_state import SCHEMA_VERSION, CheckpointError
-from .migration import migrate_extra_state
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
+from .migration import migrate_extra_state
 from .registry import register_seed, registered_seeds
 from .slot import SeedSlot
 from .telemetry import GradientTelemetry, SlotGradientStats
@@ -41,9 +43,10 @@ __all__ = [
     "GradientTelemetry",
     "LifecycleError",
     "SeedSlot",
-    "SlotGradientStats",
     "SlotCompiledModule",
+    "SlotGradientStats",
     "Stage",
+    "__version__",
     "ablated",
     "check_grad_flow",
     "compile",

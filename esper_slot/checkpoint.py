@@ -18,16 +18,17 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from . import registry
+from .discovery import named_slots
 from .extra_state import VERSION_KEY, CheckpointError
 from .gate import DefaultGate
 from .lifecycle import SEED_STAGES, Stage
-from .discovery import named_slots
 
 _EXTRA = "_extra_state"
 _WRAPPER_PARTS = ("_orig_mod", "module")  # torch.compile's and DDP's wrappers
@@ -75,6 +76,7 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
             dropped.append(prefix + "gate.")
         elif slot.gate is None or slot.seed is None:
             dropped.append(prefix + "gate.")
+            build: Callable[..., nn.Module]
             if record["gate_kind"] == "default":
                 build, args = DefaultGate, (slot.channels, slot.topology)
             else:

@@ -26,7 +26,8 @@ from __future__ import annotations
 import logging
 import types
 from collections import OrderedDict
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,7 +39,7 @@ logger = logging.getLogger(__name__)
 try:  # clears a code object's compiled graphs (what torch._dynamo.reset does for all of them)
     from torch._C._dynamo.eval_frame import reset_code as _reset_code
 except ImportError:  # pragma: no cover - other torch versions: dropping the function suffices
-    _reset_code = None
+    _reset_code = None  # type: ignore[assignment]
 
 
 class CompileBudgetError(RuntimeError):

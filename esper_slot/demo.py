@@ -5,11 +5,11 @@ esper_slot.compile (torch.compile, fullgraph=True, sized for slot lifecycles).
 
 Stages: host-only warm-up (DORMANT) -> germinate a seed (TRAINING, the incubator: the host's
 outputs stay bit-identical while the seed learns) -> BLENDING (alpha ramps 0 -> 1) ->
-FOSSILIZED. After each stage: held-out accuracy (beside a host-only control trained on the same batches
-from germination on, so the seed's effect shows), loss, the seed's counterfactual contribution,
-its seed-to-host gradient ratio (esper_slot.GradientTelemetry), alpha, seconds, graphs compiled
-and the grad-flow status. Then a strict checkpoint is saved, reloaded into a fresh model and checked for
-identical outputs. DIR gets checkpoint.pt, training.png and summary.txt.
+FOSSILIZED. After each stage: held-out accuracy (beside a host-only control trained on the same
+batches from germination on, so the seed's effect shows), loss, the seed's counterfactual
+contribution, its seed-to-host gradient ratio (esper_slot.GradientTelemetry), alpha, seconds,
+graphs compiled and the grad-flow status. Then a strict checkpoint is saved, reloaded into a
+fresh model and checked for identical outputs. DIR gets checkpoint.pt, training.png and summary.txt.
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ import argparse
 import contextlib
 import copy
 import logging
+import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -81,7 +83,8 @@ def evaluate_outputs(model, x):
 
 def evaluate(model, x, y):
     logits = evaluate_outputs(model, x)
-    return nn.functional.cross_entropy(logits, y).item(), (logits.argmax(1) == y).float().mean().item()
+    accuracy = (logits.argmax(1) == y).float().mean().item()
+    return nn.functional.cross_entropy(logits, y).item(), accuracy
 
 
 def host_outputs_unchanged(model, x) -> bool:
@@ -92,64 +95,86 @@ def host_outputs_unchanged(model, x) -> bool:
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="esper-slot-demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps (under a minute on "
-                        "2 CPU cores)")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (under a "
+                        "minute on 2 CPU cores)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="runs of the seed-vs-control comparison, each with its own "
+                        "initialisation and batch order (default 3; 2 with --quick)")
     parser.add_argument("--freeze-seed", action="store_true",
                         help="freeze the seed on purpose to show the one-time grad-flow warning")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
                         help="folder for checkpoint.pt, training.png, summary.txt")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 2 if args.quick else 3
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    return args
 
 
-def main(argv=None) -> int:
-    args = parse(argv)
-    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+STEPS_QUICK = {"DORMANT": 60, "TRAINING": 40, "BLENDING": 40, "FOSSILIZED": 20}
+STEPS_FULL = {"DORMANT": 300, "TRAINING": 200, "BLENDING": 200, "FOSSILIZED": 100}
+BATCH = 64
+
+
+@dataclass
+class Run:
+    """One lifecycle run: the per-stage summary, the training curves, and the checks."""
+
+    summary: list[dict] = field(default_factory=list)
+    history: dict[str, list] = field(default_factory=lambda: {
+        "step": [], "loss": [], "alpha": [], "eval_step": [], "accuracy": [], "control": []})
+    boundaries: list[int] = field(default_factory=list)
+    model: DigitsNet | None = None
+    checks_ok: bool = True
+
+    @property
+    def final(self) -> tuple[float, float]:
+        """(seed arm, control arm) final test accuracy."""
+        return self.summary[-1]["accuracy"], self.summary[-1]["control"]
+
+
+def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
+                  verbose: bool = True) -> Run:
+    """Warm up a host, germinate a seed, blend it in and fossilize it, beside a host-only control
+    trained on the same batches from germination on. ``repeat`` seeds the initialisation and
+    the batch order."""
     from tqdm import tqdm
 
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    args.out.mkdir(parents=True, exist_ok=True)
-    x_train, y_train, x_test, y_test = load_digits(device)
+    x_train, y_train, x_test, y_test = data
+    say = print if verbose else (lambda *a, **k: None)
+    torch.manual_seed(repeat)
     model = DigitsNet().to(device)
     compiled = es.compile(model, fullgraph=True)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    steps = ({"DORMANT": 60, "TRAINING": 40, "BLENDING": 40, "FOSSILIZED": 20} if args.quick
-             else {"DORMANT": 300, "TRAINING": 200, "BLENDING": 200, "FOSSILIZED": 100})
-    batch = 64
-    history = {"step": [], "loss": [], "alpha": [], "eval_step": [], "accuracy": [],
-               "control": []}
-    summary, boundaries = [], []
-    generator = torch.Generator(device="cpu").manual_seed(1)
-    counters.clear()
-    print(f"esper-slot demo: digits ({len(x_train)} train / {len(x_test)} test), device {device}, "
-          f"kernels backend {__import__('kernels').active_backend(device)}, esper_slot.compile "
-          f"fullgraph=True{', seed frozen on purpose' if args.freeze_seed else ''}")
-
-    control = {}  # a host-only copy trained on the same batches from germination on (eager)
     telemetry = es.GradientTelemetry(model)  # per-slot gradient statistics, read per stage
+    generator = torch.Generator(device="cpu").manual_seed(1 + repeat)
+    run = Run(model=model)
+    history = run.history
+    control_model: nn.Module | None = None  # the host-only arm (eager), from germination on
+    control_opt: torch.optim.Optimizer | None = None
 
     def run_stage(stage: str, before_step=None):
         graphs_before = counters["stats"]["unique_graphs"]
         start = time.perf_counter()
         bar = tqdm(range(steps[stage]), desc=f"{stage:10s}", unit="step", leave=False,
-                   file=sys.stdout, disable=not sys.stdout.isatty())
+                   file=sys.stdout, disable=not (verbose and sys.stdout.isatty()))
         for _ in bar:
             if before_step:
                 before_step()
-            idx = torch.randint(0, len(x_train), (batch,), generator=generator).to(device)
+            idx = torch.randint(0, len(x_train), (BATCH,), generator=generator).to(device)
             opt.zero_grad(set_to_none=True)
             loss = nn.functional.cross_entropy(compiled(x_train[idx]), y_train[idx])
             loss.backward()
             telemetry.collect()
             opt.step()
-            if control:
-                control["opt"].zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(control["model"](x_train[idx]),
+            if control_model is not None and control_opt is not None:
+                control_opt.zero_grad(set_to_none=True)
+                nn.functional.cross_entropy(control_model(x_train[idx]),
                                             y_train[idx]).backward()
-                control["opt"].step()
-            n = len(history["step"])
-            history["step"].append(n)
+                control_opt.step()
+            history["step"].append(len(history["step"]))
             history["loss"].append(loss.item())
             history["alpha"].append(model.slot.alpha.item())
             bar.set_postfix(loss=f"{history['loss'][-1]:.3f}")
@@ -159,7 +184,8 @@ def main(argv=None) -> int:
         history["accuracy"].append(acc)
         flow = es.check_grad_flow(model)["slot"]
         grads = telemetry.read()["slot"]  # this stage's steps; the sums start afresh
-        control_acc = evaluate(control["model"], x_test, y_test)[1] if control else acc
+        control_acc = (evaluate(control_model, x_test, y_test)[1] if control_model is not None
+                       else acc)
         history["control"].append(control_acc)
         # The seed's counterfactual contribution: accuracy minus accuracy with alpha forced to 0
         # (esper_slot.ablated; 0 in TRAINING by construction, the incubator changes nothing).
@@ -167,51 +193,119 @@ def main(argv=None) -> int:
         if model.slot.has_seed:
             with es.ablated(model):
                 contribution = acc - evaluate(model, x_test, y_test)[1]
-        summary.append({"stage": stage, "steps": steps[stage], "test_loss": test_loss,
-                        "accuracy": acc, "control": control_acc, "contribution": contribution,
-                        "alpha": model.slot.alpha.item(), "seconds": seconds,
-                        "ratio": grads.ratio if grads.seed_param_count else None,
-                        "graphs": counters["stats"]["unique_graphs"] - graphs_before,
-                        "grad_flow": ("n/a (no seed)" if not flow.expected else
-                                      "ok" if flow.ok else f"BLOCKED ({flow.blocked_steps} steps)")})
-        boundaries.append(len(history["step"]))
-        row = summary[-1]
-        contrib = "" if contribution is None else f", seed contribution {contribution:+.3f}"
+        run.summary.append({
+            "stage": stage, "steps": steps[stage], "test_loss": test_loss, "accuracy": acc,
+            "control": control_acc, "contribution": contribution,
+            "alpha": model.slot.alpha.item(), "seconds": seconds,
+            "ratio": grads.ratio if grads.seed_param_count else None,
+            "graphs": counters["stats"]["unique_graphs"] - graphs_before,
+            "grad_flow": ("n/a (no seed)" if not flow.expected else "ok" if flow.ok
+                          else f"BLOCKED ({flow.blocked_steps} steps)")})
+        run.boundaries.append(len(history["step"]))
+        row = run.summary[-1]
+        extra = "" if contribution is None else f", seed contribution {contribution:+.3f}"
         if row["ratio"] is not None:
-            contrib += f", seed/host gradient ratio {row['ratio']:.3f}"
-        print(f"{stage:10s} done: test accuracy {acc:.3f} (host-only control "
-              f"{control_acc:.3f}{contrib}), loss {test_loss:.3f}, alpha "
-              f"{row['alpha']:.2f}, {seconds:.1f}s, {row['graphs']} graph(s) compiled, "
-              f"grad flow {row['grad_flow']}")
+            extra += f", seed/host gradient ratio {row['ratio']:.3f}"
+        say(f"{stage:10s} done: test accuracy {acc:.3f} (host-only control "
+            f"{control_acc:.3f}{extra}), loss {test_loss:.3f}, alpha {row['alpha']:.2f}, "
+            f"{seconds:.1f}s, {row['graphs']} graph(s) compiled, grad flow {row['grad_flow']}")
 
     run_stage("DORMANT")
-
     probe = x_test[:256]
     before = evaluate_outputs(model, probe)
-    control["model"] = copy.deepcopy(model)
-    control["opt"] = torch.optim.Adam(control["model"].parameters(), lr=3e-3)
-    control["opt"].load_state_dict(opt.state_dict())
+    control_model = copy.deepcopy(model)
+    control_opt = torch.optim.Adam(control_model.parameters(), lr=3e-3)
+    control_opt.load_state_dict(opt.state_dict())
     model.slot.germinate(SEED_FACTORY, seed_kwargs={"channels": model.slot.channels})
-    if args.freeze_seed:
-        model.slot.seed.requires_grad_(False)
-    opt.add_param_group({"params": list(model.slot.seed.parameters())})
-    seed_start = [p.detach().clone() for p in model.slot.seed.parameters()]
+    seed = model.slot.seed
+    assert seed is not None
+    if freeze_seed:
+        seed.requires_grad_(False)
+    opt.add_param_group({"params": list(seed.parameters())})
+    seed_start = [p.detach().clone() for p in seed.parameters()]
     same_at_germination = torch.equal(before, evaluate_outputs(model, probe))
-    print(f"germinated a seed: TRAINING (incubator), isolate_gradients="
-          f"{model.slot.isolate_gradients}; outputs identical to the host before germination: "
-          f"{same_at_germination}")
+    say(f"germinated a seed: TRAINING (incubator), isolate_gradients="
+        f"{model.slot.isolate_gradients}; outputs identical to the host before germination: "
+        f"{same_at_germination}")
     run_stage("TRAINING")
-    moved = sum((p.detach() - q).norm().item()
-                for p, q in zip(model.slot.seed.parameters(), seed_start))
+    moved = sum((p.detach() - q).norm().item() for p, q in zip(seed.parameters(), seed_start))
     unchanged = host_outputs_unchanged(model, probe)
     learned = "the seed learned" if moved > 0 else "the seed did NOT learn (frozen?)"
-    print(f"TRAINING: host outputs unchanged by the seed: {unchanged}; {learned} "
-          f"(parameter change {moved:.3f})")
-
+    say(f"TRAINING: host outputs unchanged by the seed: {unchanged}; {learned} "
+        f"(parameter change {moved:.3f})")
     model.slot.start_blending(steps["BLENDING"])
     run_stage("BLENDING", before_step=model.slot.step)
     model.slot.fossilize()
     run_stage("FOSSILIZED")
+    run.checks_ok = same_at_germination and unchanged
+    return run
+
+
+def compare(finals: list[tuple[float, float]]) -> dict:
+    """Both arms' final accuracies over the repeats: mean and sample standard deviation, and the
+    paired difference (seed - control) with its standard deviation and a 95% t interval.
+    The verdict is what the interval supports: "helped" when it lies above 0, "hurt" when below,
+    otherwise "no measurable difference" (always so with one repeat: there is no spread)."""
+    from scipy import stats as scipy_stats  # a dependency of scikit-learn, declared for the demo
+
+    seed_arm, control_arm = [f[0] for f in finals], [f[1] for f in finals]
+    diffs = [s - c for s, c in finals]
+    n = len(finals)
+
+    def spread(values):
+        return statistics.stdev(values) if n > 1 else float("nan")
+
+    mean_diff, sd_diff = statistics.fmean(diffs), spread(diffs)
+    if n > 1:
+        half = scipy_stats.t.ppf(0.975, n - 1) * sd_diff / n ** 0.5
+        low, high = mean_diff - half, mean_diff + half
+    else:
+        low, high = float("-inf"), float("inf")
+    verdict = ("helped" if low > 0 else "hurt" if high < 0 else "no measurable difference")
+    return {"n": n, "seed": (statistics.fmean(seed_arm), spread(seed_arm)),
+            "control": (statistics.fmean(control_arm), spread(control_arm)),
+            "diff": (mean_diff, sd_diff), "interval": (low, high), "verdict": verdict,
+            "seed_values": seed_arm, "control_values": control_arm}
+
+
+VERDICTS = {"helped": "the seed helped", "hurt": "the seed hurt",
+            "no measurable difference": "no measurable difference between the arms"}
+
+
+def listed(values: list[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in values)
+
+
+def format_comparison(c: dict) -> str:
+    (ms, ss), (mc, sc), (md, sd) = c["seed"], c["control"], c["diff"]
+    low, high = c["interval"]
+    lines = [f"seed vs host-only control over {c['n']} repeat(s) (final test accuracy, "
+             "mean ± standard deviation):",
+             f"  with the seed   {ms:.3f} ± {ss:.3f}   ({listed(c['seed_values'])})",
+             f"  host-only       {mc:.3f} ± {sc:.3f}   ({listed(c['control_values'])})",
+             f"  paired difference {md:+.3f} ± {sd:.3f}, 95% interval [{low:+.3f}, {high:+.3f}]",
+             f"conclusion: {VERDICTS[c['verdict']]}" + (
+                 " (the interval excludes 0)" if c["verdict"] != "no measurable difference"
+                 else " (the interval includes 0; more --repeats narrow it)")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    device = torch.device(args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    data = load_digits(device)
+    x_train, _, x_test, _ = data
+    steps = STEPS_QUICK if args.quick else STEPS_FULL
+    counters.clear()
+    print(f"esper-slot demo: digits ({len(x_train)} train / {len(x_test)} test), device {device}, "
+          f"kernels backend {__import__('kernels').active_backend(device)}, esper_slot.compile "
+          f"fullgraph=True, {args.repeats} repeat(s)"
+          f"{', seed frozen on purpose' if args.freeze_seed else ''}")
+    run = run_lifecycle(data, steps, device, repeat=0, freeze_seed=args.freeze_seed)
+    model = run.model
+    assert model is not None
 
     ckpt = es.save_checkpoint(model, args.out / "checkpoint.pt")
     fresh = DigitsNet().to(device)  # an empty slot: the seed is rebuilt from its factory
@@ -220,17 +314,24 @@ def main(argv=None) -> int:
     print(f"checkpoint {ckpt}: strict reload into a fresh model -> stage "
           f"{fresh.slot.stage.name}, outputs identical on {len(x_test)} test samples: "
           f"{identical}")
-
-    table = format_summary(summary)
+    table = format_summary(run.summary)
     print(table)
-    gain = summary[-1]["accuracy"] - summary[-1]["control"]
-    print(f"the seed {'helped' if gain > 0 else 'did not help'}: final test accuracy "
-          f"{summary[-1]['accuracy']:.3f} vs {summary[-1]['control']:.3f} for the same host "
-          f"trained as long without it ({gain:+.3f})")
-    (args.out / "summary.txt").write_text(table)
-    plot(history, boundaries, list(steps), args.out / "training.png")
+
+    finals = [run.final]
+    for repeat in range(1, args.repeats):
+        start = time.perf_counter()
+        other = run_lifecycle(data, steps, device, repeat=repeat,
+                              freeze_seed=args.freeze_seed, verbose=False)
+        finals.append(other.final)
+        print(f"repeat {repeat + 1}/{args.repeats}: with the seed {other.final[0]:.3f}, "
+              f"host-only {other.final[1]:.3f} ({time.perf_counter() - start:.1f}s)")
+    comparison = compare(finals)
+    text = format_comparison(comparison)
+    print(text, end="")
+    (args.out / "summary.txt").write_text(table + "\n" + text)
+    plot(run.history, run.boundaries, list(steps), comparison, args.out / "training.png")
     print(f"wrote {args.out / 'training.png'} and {args.out / 'summary.txt'}")
-    ok = same_at_germination and unchanged and identical
+    ok = run.checks_ok and identical
     if not ok:
         print("FAILED: a check above did not hold", file=sys.stderr)
     return 0 if ok else 1
@@ -251,13 +352,17 @@ def format_summary(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(history, boundaries, stages, path: Path) -> None:
+def plot(history, boundaries, stages, comparison, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_alpha) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
+    fig = plt.figure(figsize=(11, 6))
+    grid = fig.add_gridspec(2, 2, width_ratios=(3, 1))
+    ax_loss = fig.add_subplot(grid[0, 0])
+    ax_alpha = fig.add_subplot(grid[1, 0], sharex=ax_loss)
+    ax_arms = fig.add_subplot(grid[:, 1])
     ax_loss.plot(history["step"], history["loss"], lw=0.8, label="train loss")
     ax_acc = ax_loss.twinx()
     ax_acc.plot(history["eval_step"], history["accuracy"], "o-", color="tab:green",
@@ -268,7 +373,7 @@ def plot(history, boundaries, stages, path: Path) -> None:
     ax_loss.set_ylabel("train loss")
     ax_alpha.plot(history["step"], history["alpha"], color="tab:orange")
     ax_alpha.set_ylabel("alpha")
-    ax_alpha.set_xlabel("step")
+    ax_alpha.set_xlabel("step (first repeat)")
     start = 0
     for end, stage in zip(boundaries, stages):
         for ax in (ax_loss, ax_alpha):
@@ -277,6 +382,17 @@ def plot(history, boundaries, stages, path: Path) -> None:
         start = end
     ax_loss.legend(loc="upper left")
     ax_acc.legend(loc="upper right")
+    # Both arms over the repeats: mean with a standard-deviation error bar, and every repeat.
+    for x, key, color in ((0, "seed", "tab:green"), (1, "control", "grey")):
+        mean, sd = comparison[key]
+        ax_arms.errorbar([x], [mean], yerr=[0.0 if sd != sd else sd], fmt="o", color=color,
+                         capsize=6, markersize=8)
+        ax_arms.scatter([x] * comparison["n"], comparison[f"{key}_values"], color=color,
+                        alpha=0.4, s=18)
+    ax_arms.set_xticks([0, 1], ["with the seed", "host-only"])
+    ax_arms.set_xlim(-0.6, 1.6)
+    ax_arms.set_ylabel("final test accuracy")
+    ax_arms.set_title(f"{comparison['n']} repeat(s): {comparison['verdict']}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -20,9 +20,9 @@ import torch.distributed as dist
 from torch import nn
 
 from .alpha import MODES
+from .discovery import named_slots
 from .grad_flow import GradFlowStatus
 from .lifecycle import BlendMode, Stage
-from .discovery import named_slots
 
 FIELDS = ("stage", "blend_mode", "alpha_mode", "ramp_step", "ramp_steps", "isolate_gradients",
           "prune_scheduled", "alpha_bits", "seed_structure", "gate_structure")

@@ -92,7 +92,7 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         return [f"missing field {VERSION_KEY!r}: not an esper-slot record of any known version "
                 "(an unversioned esper-lite record? upgrade it with "
                 "esper_slot.migrate_extra_state)"]
-    if not _is_int(version):
+    if not isinstance(version, int) or not _is_int(version):
         return [f"field {VERSION_KEY!r} is {describe(version)}, must be an int"]
     if version > SCHEMA_VERSION:
         return [f"schema version {version} is newer than this esper-slot reads "

@@ -1,4 +1,5 @@
-"""The default gate network for BlendMode.GATE: a per-sample gate in [0, 1] from the seed's input."""
+"""The default gate network for BlendMode.GATE: a per-sample gate in [0, 1] from the seed's
+input."""
 
 from __future__ import annotations
 

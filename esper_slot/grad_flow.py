@@ -64,6 +64,9 @@ class GradFlowProbe(nn.Module):
     state_dicts: they describe this run, not the model."""
 
     _KEEP = (1, 1, 0)  # passes and blocked accumulate; the last pass's reasons are replaced
+    counts: Tensor
+    keep: Tensor
+    deltas: Tensor
 
     def __init__(self):
         super().__init__()

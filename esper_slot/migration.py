@@ -8,23 +8,25 @@ validated again when it is loaded (``load_state_dict`` / ``set_extra_state``).
 
 from __future__ import annotations
 
+from typing import Any
+
 from .alpha import DEFAULT_STEEPNESS, MODES
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, CheckpointError
 
 ESPER_LITE_VERSION_KEY = "_extra_state_version"
 
 # esper-lite's enum values (esper.leyline), as its records store them.
-ESPER_LITE_STAGES = {0: "UNKNOWN", 1: "DORMANT", 2: "GERMINATED", 3: "TRAINING", 4: "BLENDING",
-                     6: "HOLDING", 7: "FOSSILIZED", 8: "PRUNED", 9: "EMBARGOED",
-                     10: "RESETTING"}
-ESPER_LITE_ALPHA_MODES = {0: "HOLD", 1: "UP", 2: "DOWN"}
-ESPER_LITE_CURVES = {1: "linear", 2: "cosine", 3: "sigmoid"}
-ESPER_LITE_ALGORITHMS = {1: "ADD", 2: "MULTIPLY", 3: "GATE"}
+ESPER_LITE_STAGES: dict[Any, str] = {
+    0: "UNKNOWN", 1: "DORMANT", 2: "GERMINATED", 3: "TRAINING", 4: "BLENDING", 6: "HOLDING",
+    7: "FOSSILIZED", 8: "PRUNED", 9: "EMBARGOED", 10: "RESETTING"}
+ESPER_LITE_ALPHA_MODES: dict[Any, str] = {0: "HOLD", 1: "UP", 2: "DOWN"}
+ESPER_LITE_CURVES: dict[Any, str] = {1: "linear", 2: "cosine", 3: "sigmoid"}
+ESPER_LITE_ALGORITHMS: dict[Any, str] = {1: "ADD", 2: "MULTIPLY", 3: "GATE"}
 # esper-lite stage -> ours. HOLDING (alpha held after the ramp) is BLENDING at HOLD here; the
 # others (GERMINATED, EMBARGOED, RESETTING, UNKNOWN) have no counterpart.
 _STAGE_MAP = {"DORMANT": "DORMANT", "TRAINING": "TRAINING", "BLENDING": "BLENDING",
               "HOLDING": "BLENDING", "FOSSILIZED": "FOSSILIZED", "PRUNED": "PRUNED"}
-_TOPOLOGY_BLENDING_ISOLATION = {"cnn": True, "transformer": False}
+_TOPOLOGY_BLENDING_ISOLATION: dict[Any, bool] = {"cnn": True, "transformer": False}
 _V1_SIGMOID_STEEPNESS = 10.0  # version 1's only sigmoid
 
 
@@ -119,11 +121,12 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
     if old[ESPER_LITE_VERSION_KEY] != 1:
         raise CheckpointError(f"esper-lite record version {old[ESPER_LITE_VERSION_KEY]!r} is not "
                               "known: this esper-slot reads esper-lite version 1")
-    state = old.get("seed_state")
-    if state is not None and not isinstance(state, dict):
-        raise CheckpointError(f"esper-lite seed_state is a {type(state).__name__}, not a dict "
-                              "or None")
-    stage_name = "DORMANT" if state is None else ESPER_LITE_STAGES.get(state.get("stage"))
+    raw_state = old.get("seed_state")
+    if raw_state is not None and not isinstance(raw_state, dict):
+        raise CheckpointError(f"esper-lite seed_state is a {type(raw_state).__name__}, not a "
+                              "dict or None")
+    state: dict[str, Any] = raw_state or {}
+    stage_name = "DORMANT" if raw_state is None else ESPER_LITE_STAGES.get(state.get("stage"))
     if stage_name is None:
         raise CheckpointError(f"esper-lite stage value {state.get('stage')!r} is not one of "
                               f"{ESPER_LITE_STAGES}")
@@ -154,7 +157,8 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
         raise CheckpointError("cannot migrate the esper-lite record:\n  - "
                               + "\n  - ".join(problems))
 
-    blend_mode, gate = "ADD", ("none", None, {})
+    blend_mode: str | None = "ADD"
+    gate: tuple[str, str | None, dict] = ("none", None, {})
     schedule = _held(0.0)
     if seeded:
         blend_mode = ESPER_LITE_ALGORITHMS.get(state.get("alpha_algorithm"))

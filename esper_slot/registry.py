@@ -11,7 +11,7 @@ their checkpoints into a slot where the same seed was germinated first.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

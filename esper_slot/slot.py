@@ -35,6 +35,13 @@ from torch import Tensor, nn
 
 import kernels
 
+if not hasattr(kernels, "blend_add"):  # pragma: no cover - exercised in a subprocess test
+    raise ImportError(
+        f"the top-level package 'kernels' found at {getattr(kernels, '__file__', None)} is not "
+        "esper-slot's: another distribution with the same import name (e.g. Hugging Face's "
+        "'kernels' on PyPI) overwrote or shadows it. esper-slot cannot share an environment "
+        "with it: use a separate virtual environment, then reinstall esper-slot there.")
+
 from . import registry
 from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
 from .discovery import named_slots  # noqa: F401  (re-exported)
@@ -78,6 +85,17 @@ class SeedSlot(nn.Module):
     """
 
     _is_esper_seed_slot = True  # how discovery.named_slots recognises a slot
+
+    # Buffers and submodules, declared for type checkers (nn.Module's __getattr__ is untyped).
+    alpha: Tensor
+    incubating: Tensor
+    isolating: Tensor
+    seed_frozen: Tensor
+    overriding: Tensor
+    alpha_override: Tensor
+    alpha_override_per_sample: Tensor
+    grad_flow: GradFlowProbe
+    seed_output: SeedOutputProbe
 
     def __init__(self, channels: int, topology: str):
         super().__init__()
@@ -168,9 +186,11 @@ class SeedSlot(nn.Module):
             seed_input = gradient_gate(host, self.isolating)
         else:
             seed_input = host
-        seed = self.seed(seed_input)
+        seed_module = self.seed
+        assert seed_module is not None  # _seeded says so (a trace-time fact, no graph cost)
+        seed = seed_module(seed_input)
         if self.training:
-            self.grad_flow.record(seed, self.seed)
+            self.grad_flow.record(seed, seed_module)
             if self.check_seed_output:
                 self.seed_output.record(seed)
         seed = gradient_gate(seed, self.seed_frozen)
@@ -197,7 +217,9 @@ class SeedSlot(nn.Module):
             if isolation == "none":
                 return kernels.blend_multiply(host, seed, alpha, host, incubate=flag)
             return kernels.blend_multiply(host, seed, alpha, seed_input, incubate=flag)
-        gate = gradient_gate(self.gate(seed_input), self.seed_frozen)  # pruned with the seed
+        gate_module = self.gate
+        assert gate_module is not None  # a GATE slot always has one
+        gate = gradient_gate(gate_module(seed_input), self.seed_frozen)  # pruned with the seed
         return kernels.blend_gate(host, seed, alpha, gate, incubate=flag)
 
     @contextmanager
@@ -299,16 +321,18 @@ class SeedSlot(nn.Module):
         gate_kwargs = registry.check_kwargs(gate_kwargs or {}, "gate_kwargs")
         seed_factory = seed if isinstance(seed, str) else None
         gate_factory = gate if isinstance(gate, str) else None
-        seed = registry.build(seed, seed_kwargs) if seed_factory else seed
+        if isinstance(seed, str):
+            seed = registry.build(seed, seed_kwargs)
         gate_kind = "none"
+        gate_module: nn.Module | None = None  # a gate is only given with BlendMode.GATE
         if blend == BlendMode.GATE:
             gate_kind = "factory" if gate_factory else "custom" if gate is not None else "default"
-            if gate_factory:
-                gate = registry.build(gate_factory, gate_kwargs)
-            elif gate is None:
-                gate = DefaultGate(self.channels, self.topology)
+            gate_module = (registry.build(gate, gate_kwargs) if isinstance(gate, str)
+                           else DefaultGate(self.channels, self.topology) if gate is None
+                           else gate)
         device = self.alpha.device
-        self._install(seed.to(device), gate.to(device) if gate is not None else None, blend)
+        self._install(seed.to(device), gate_module.to(device) if gate_module is not None
+                      else None, blend)
         self.seed_factory, self.seed_kwargs = seed_factory, seed_kwargs if seed_factory else {}
         self.gate_kind, self.gate_factory = gate_kind, gate_factory
         self.gate_kwargs = gate_kwargs if gate_factory else {}

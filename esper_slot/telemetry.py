@@ -58,6 +58,9 @@ class SeedOutputProbe(nn.Module):
     whenever the slot's seed does, so readers can tell one seed's numbers from the next one's.
     Not saved in state_dicts."""
 
+    count: Tensor
+    seed_id: Tensor
+
     def __init__(self):
         super().__init__()
         self.register_buffer("count", torch.zeros(1, dtype=torch.int64), persistent=False)
@@ -159,13 +162,13 @@ def esper_lite_ratio(seed_norm: float, n_seed: int, host_norm: float, n_host: in
 # ---- the traced math: per-tensor scaled norms, then BLAS-style accumulation ----
 
 
-def tensor_norms(grads: list[Tensor]) -> Tensor:
+def tensor_norms(grads: list[Tensor], device: torch.device | None = None) -> Tensor:
     """[k] float32: each gradient's L2 norm without overflow or underflow of its squares (a
     max-abs scale per tensor), NaN or Inf for a gradient holding them. While torch.compile
     traces, the fused form (``g * s`` inside the reduction: nothing gradient-sized is written);
     eagerly, the same math over bounded chunks (no full copy of any gradient)."""
     if not grads:
-        return torch.zeros(0)
+        return torch.zeros(0, device=device)
     if torch.compiler.is_compiling():
         return _traced_norms(grads)
     if all(g.is_cpu for g in grads):
@@ -259,10 +262,11 @@ def _chunked_norms(grads: list[Tensor]) -> Tensor:
         sums.append(torch.linalg.vector_norm(torch.stack(parts)).to(device) if parts
                     else peak.new_zeros(()))
     scaled = torch.stack(sums) / inv
-    exact = torch.stack([torch.linalg.vector_norm(g).float().to(device)
-                         if g.dtype == torch.float64 else peak.new_zeros(()) for g in grads])
-    is_double = torch.tensor([g.dtype == torch.float64 for g in grads], device=device)
-    return torch.where(is_double, exact, torch.where(usable, scaled, peak))
+    result = torch.where(usable, scaled, peak)
+    for i, g in enumerate(grads):  # float64 gradients: their own norm, no scaling needed
+        if g.dtype == torch.float64 and g.numel():
+            result[i] = torch.linalg.vector_norm(g).float().to(device)
+    return result
 
 
 def _flat_view(g: Tensor) -> Tensor:
@@ -304,17 +308,17 @@ def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
     ops: safe inside torch.compile(fullgraph=True). ``take`` (bool [1]) keeps the old values
     where False (``every`` inside a compiled step); None takes the step."""
     device = state["scale"].device
-    host = tensor_norms(host_grads).to(device)
+    host = tensor_norms(host_grads, device).to(device)
     host_pair = _pair(torch.where(torch.isfinite(host), host, 0.0))
-    ids = torch.cat([i.reshape(1).to(device) for i in seed_ids])
+    ids = torch.cat([i.reshape(1).to(device) for i in seed_ids])  # buffers: already there
     fresh = ids != state["seen"]  # the slot's seed changed since the last collected step
     scales, ssqs, counts = [], [], []
     for i, (seed_list, gate_list) in enumerate(zip(seed_grads, gate_grads)):
         old_scale = torch.where(fresh[i], 0.0, state["scale"][i])
         old_ssq = torch.where(fresh[i], 0.0, state["ssq"][i])
         old_counts = torch.where(fresh[i], 0, state["counts"][i])
-        seed = tensor_norms(seed_list).to(device)
-        gate = tensor_norms(gate_list).to(device)
+        seed = tensor_norms(seed_list, device).to(device)
+        gate = tensor_norms(gate_list, device).to(device)
         seed_finite, gate_finite = torch.isfinite(seed), torch.isfinite(gate)
         row_scale, row_ssq = [], []
         for column, pair in ((SEED, _pair(torch.where(seed_finite, seed, 0.0))),
@@ -328,15 +332,17 @@ def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
             (seed_finite & (seed < vanishing)).sum(),
             ((seed > exploding) | ~seed_finite).sum(),
             (~seed_finite).sum() + (~gate_finite).sum(),
-            torch.tensor(len(seed_list), dtype=torch.int64, device=device),
+            torch.full((), len(seed_list), dtype=torch.int64, device=device),
         ])
         scales.append(torch.stack(row_scale))
         ssqs.append(torch.stack(row_ssq))
         counts.append(old_counts + step_counts)
-    numel = torch.tensor([[sum(g.numel() for g in s), sum(g.numel() for g in q),
-                           sum(g.numel() for g in host_grads)]
-                          for s, q in zip(seed_grads, gate_grads)],
-                         dtype=torch.int64, device=device)
+    # Filled on the device (a host-to-device copy of a Python list would synchronise).
+    host_numel = sum(g.numel() for g in host_grads)
+    numel = torch.stack([
+        torch.stack([torch.full((), n, dtype=torch.int64, device=device)
+                     for n in (sum(g.numel() for g in s), sum(g.numel() for g in q), host_numel)])
+        for s, q in zip(seed_grads, gate_grads)])
     new = {"scale": torch.stack(scales), "ssq": torch.stack(ssqs), "counts": torch.stack(counts),
            "numel": numel, "seen": ids}
     with torch.no_grad():
@@ -462,8 +468,8 @@ class GradientTelemetry:
         self.compile = device.type != "cpu" if compile is None else compile
         self.calls = torch.zeros(1, dtype=torch.int64, device=device)
         self._eager_calls = 0  # mirrors self.calls for eager calls (resynchronised by read())
-        self._cache_key = None
-        self._groups = None
+        self._cache_key: tuple[int, ...] | None = None
+        self._groups: tuple[list[list[Tensor]], list[list[Tensor]], list[Tensor]] | None = None
 
     # ---- collection ----
 
@@ -473,10 +479,12 @@ class GradientTelemetry:
         effect that costs a recompile)."""
         key = None if compiling else tuple(slot.generation for _, slot in self.slots)
         if compiling or key != self._cache_key or self._groups is None:
-            seeds = [list(slot.seed.parameters()) if slot.has_seed else []
-                     for _, slot in self.slots]
-            gates = [list(slot.gate.parameters()) if slot.gate is not None else []
-                     for _, slot in self.slots]
+            seeds: list[list[Tensor]] = [
+                list(slot.seed.parameters()) if slot.seed is not None else []
+                for _, slot in self.slots]
+            gates: list[list[Tensor]] = [
+                list(slot.gate.parameters()) if slot.gate is not None else []
+                for _, slot in self.slots]
             if self._host_params is not None:
                 host = self._host_params
             else:

@@ -2,7 +2,8 @@
 
     ste(host, seed)                               host values, gradient straight through to both
     blend_add(host, seed, alpha)                  lerp(host, seed, clamp(alpha, 0, 1))
-    blend_multiply(host, seed, alpha, seed_input) host (1 + clamp(alpha, 0, 1) tanh(seed - seed_input))
+    blend_multiply(host, seed, alpha, seed_input)
+        = host (1 + clamp(alpha, 0, 1) tanh(seed - seed_input))
     blend_gate(host, seed, alpha, gate)           lerp(host, seed, clamp(clamp(alpha) clamp(gate)))
     active_backend(device)                        "triton" or "torch"
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 INTERPRET: bool = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 try:
-    import triton  # noqa: F401
+    import triton
     import triton.language  # noqa: F401
 
     HAS_TRITON = True

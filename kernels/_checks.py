@@ -4,9 +4,12 @@ so a rejected call changes nothing."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import Tensor
 
+_T = TypeVar("_T", Tensor, Tensor | None)
 
 def plainly_valid(host: Tensor, seed: Tensor, coefs: tuple[Tensor, ...],
                   incubate: Tensor | None, seed_input: Tensor | None = None) -> bool:
@@ -121,7 +124,7 @@ def check_incubate(op: str, host: Tensor, incubate: Tensor | None) -> None:
         )
 
 
-def distinct(*tensors: Tensor | None) -> tuple[Tensor | None, ...]:
+def distinct(*tensors: _T) -> tuple[_T, ...]:
     """The tensors, with a repeated one replaced by a free view of itself.
 
     autograd.Function under torch.compile cannot take one tensor in two inputs (e.g. a seed that

@@ -12,7 +12,7 @@ on the device; both give the same bits.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ def forward_torch(host: Tensor, incubate: Tensor | None, blend: Callable[[], Ten
     if state:
         return torch.empty_like(host).copy_(host)
     out = blend()
-    if state is None:  # the flag lives on a device: select there, no sync
+    if state is None and incubate is not None:  # the flag lives on a device: select there
         out.copy_(torch.where(incubate.reshape(()), host, out))
     return out
 

@@ -90,7 +90,7 @@ _EXACT_BF16 = tl.constexpr(INTERPRET)
 @triton.jit
 def cast(x, DTYPE: tl.constexpr):
     """x.to(DTYPE), rounding to nearest even on every backend."""
-    if _EXACT_BF16 and DTYPE == tl.bfloat16:
+    if _EXACT_BF16 and tl.bfloat16 == DTYPE:
         x32 = x.to(tl.float32)
         bits = x32.to(tl.uint32, bitcast=True)
         bits = bits + 0x7FFF + ((bits >> 16) & 1)

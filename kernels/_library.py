@@ -7,7 +7,7 @@ operator's torch.autograd.Function owns autograd (one registered-op boundary per
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -4,7 +4,7 @@
     blend_gate: e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)
 
 Both are one kernel (the gate is optional). Gradients, with g = dL/dy:
-    dL/dhost = g (1 - e)      dL/dseed = g e      dL/de summed per sample: S_b = sum(g (seed - host))
+    dL/dhost = g (1 - e)    dL/dseed = g e    dL/de summed per sample: S_b = sum(g (seed - host))
 then alpha/gate through the product and clamp rules (_coef_grad). When neither alpha nor gate needs
 a gradient, backward reads only g (seed and host are not even kept alive for it).
 
@@ -433,7 +433,8 @@ def _native_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None)
         return None
     # gate broadcasts against host as it is (check_coefficient); clamp(g) * a stays in [0, 1],
     # so the contract's outer clamp changes neither the value nor the gradient.
-    return torch.lerp(host, seed, torch.mul((gate if gate.dtype == c else gate.to(c)).clamp(0, 1), a))
+    gate = gate if gate.dtype == c else gate.to(c)
+    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), a))
 
 
 _FLOATING = frozenset({torch.float32, torch.float64, torch.bfloat16, torch.float16})
@@ -515,9 +516,9 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
         recompiles a compiled graph (SeedSlot's TRAINING -> BLENDING switch).
     """
     if incubate is None and not INTERPRET:
-        out = _fast_cpu_lerp(host, seed, alpha, None)
-        if out is not None:
-            return out
+        fast = _fast_cpu_lerp(host, seed, alpha, None)
+        if fast is not None:
+            return fast
     if not plainly_valid(host, seed, (alpha,), incubate):
         check_pair("blend_add", host, seed, "seed")
         check_coefficient("blend_add", host, alpha, "alpha")
@@ -533,9 +534,9 @@ def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
     Gradients reach host, seed, alpha and gate; ``incubate`` as in blend_add."""
     if incubate is None and not INTERPRET:
-        out = _fast_cpu_lerp(host, seed, alpha, gate)
-        if out is not None:
-            return out
+        fast = _fast_cpu_lerp(host, seed, alpha, gate)
+        if fast is not None:
+            return fast
     if not plainly_valid(host, seed, (alpha, gate), incubate):
         check_pair("blend_gate", host, seed, "seed")
         check_coefficient("blend_gate", host, alpha, "alpha")

@@ -497,12 +497,13 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
         zero gradient).
     """
     if seed_input is host:
-        return _blend_multiply(*_check("blend_multiply", host, seed, alpha, incubate), None, True,
-                               incubate)
+        host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
+        return _blend_multiply(host, seed, alpha, None, True, incubate)
     if not plainly_valid(host, seed, (alpha,), incubate, seed_input):
         check_pair("blend_multiply", host, seed_input, "seed_input")
         host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
         seed_input = distinct(host, seed, alpha, seed_input)[3]
+        assert seed_input is not None
     return _blend_multiply(host, seed, alpha, seed_input, False, incubate)
 
 
@@ -512,5 +513,5 @@ def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
 
     For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.
     """
-    return _blend_multiply(*_check("blend_multiply", host, seed, alpha, incubate), None, False,
-                           incubate)
+    host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
+    return _blend_multiply(host, seed, alpha, None, False, incubate)

@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 stamp="$VENV/.esper-slot-setup"
-want=$(cat scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
+# the version line too: the installed metadata carries esper_slot.__version__
+want=$( (cat scripts/setup.sh pyproject.toml; grep '^__version__' esper_slot/__init__.py) \
+  | sha256sum | cut -d' ' -f1)
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
   exit 0
 fi

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite, twice: once on the PyTorch backend (CPU tensors run the PyTorch formulas)
+# Lint and type check (ruff over the code, mypy over kernels/ and esper_slot/), then the whole
+# test suite, twice: once on the PyTorch backend (CPU tensors run the PyTorch formulas)
 # and once with TRITON_INTERPRET=1 (CPU tensors run the real Triton kernels in the interpreter).
 # CUDA-marked tests run where a GPU is present and are skipped elsewhere. Tests marked
 # "backend_independent" (torch.compile's graph budget over many compiles, the grad-flow warning:
@@ -9,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 PY=${VENV:-.venv}/bin/python
+echo "== lint (ruff) and type check (mypy) =="
+"$PY" -m ruff check kernels esper_slot bench tests examples
+"$PY" -m mypy
 echo "== pass 1/2: PyTorch backend on CPU =="
 "$PY" -m pytest -q "$@"
 echo "== benchmark smoke: python -m bench --quick, and the pytest-benchmark cases once =="

@@ -20,6 +20,30 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "outputs identical on 360 test samples: True" in out
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "training.png",
                                                      "summary.txt"}
+    # The seed-vs-control claim rests on repeats (2 with --quick) and says what they support.
+    assert "repeat 2/2: with the seed" in out
+    assert "over 2 repeat(s)" in out and "paired difference" in out
+    assert "conclusion: " in out
+    assert "paired difference" in (tmp_path / "summary.txt").read_text()
+
+
+def test_the_verdict_follows_the_interval():
+    helped = demo.compare([(0.95, 0.90), (0.96, 0.90), (0.94, 0.91)])
+    assert helped["verdict"] == "helped" and helped["interval"][0] > 0
+    assert helped["seed"][0] == pytest.approx(0.95) and helped["diff"][0] == pytest.approx(0.0467,
+                                                                                          abs=1e-3)
+    hurt = demo.compare([(0.85, 0.90), (0.86, 0.90), (0.84, 0.91)])
+    assert hurt["verdict"] == "hurt" and hurt["interval"][1] < 0
+    noisy = demo.compare([(0.95, 0.90), (0.88, 0.91), (0.92, 0.92)])
+    assert noisy["verdict"] == "no measurable difference"
+    single = demo.compare([(0.95, 0.90)])  # one run has no spread: nothing can be claimed
+    assert single["verdict"] == "no measurable difference"
+    assert "no measurable difference" in demo.format_comparison(noisy)
+
+
+def test_repeats_must_be_positive():
+    with pytest.raises(SystemExit):
+        demo.parse(["--repeats", "0"])
 
 
 @pytest.mark.slow

@@ -139,7 +139,7 @@ def grad_flow_one_rank_frozen(rank, world):
 
 
 def test_grad_flow_from_all_ranks_reports_a_frozen_rank():
-    (local0, ok0, label0, blocked0, logs0), (local1, ok1, label1, blocked1, logs1) = \
+    (local0, ok0, label0, blocked0, logs0), (local1, ok1, _label1, _blocked1, logs1) = \
         run_ranks(grad_flow_one_rank_frozen)
     assert local0 and not local1  # rank 0 alone looks healthy
     assert not ok0 and not ok1 and "blocked on ranks [1]" in label0 and blocked0 == 2

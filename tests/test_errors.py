@@ -56,7 +56,8 @@ def test_gate_shape_and_types():
     host = t()
     expect(lambda: kernels.blend_gate(host, t(), torch.tensor(0.5), torch.rand(2, 3, 1)),
            "gate has shape [2, 3, 1]")
-    expect(lambda: kernels.blend_gate(host, t(), torch.tensor(0.5), 0.3), "gate must be a torch.Tensor")
+    expect(lambda: kernels.blend_gate(host, t(), torch.tensor(0.5), 0.3),
+           "gate must be a torch.Tensor")
     expect(lambda: kernels.blend_add(host, t(), 0.5), "alpha must be a torch.Tensor",
            "does not recompile")
     expect(lambda: kernels.blend_add(host, t(), torch.tensor(1)), "alpha has dtype torch.int64")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from torch import nn
@@ -167,7 +169,7 @@ def test_ramp_reaches_exactly_one_after_steps_calls(steps, curve):
     slot.start_blending(steps, curve=curve)
     values = [slot.alpha.item()] + [slot.step() for _ in range(steps)]
     assert values[0] == 0.0 and values[-1] == 1.0 and slot.alpha.item() == 1.0
-    assert all(b >= a for a, b in zip(values, values[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(values))
     assert all(v < 1.0 for v in values[:-1])
     if curve == "linear":
         assert values == pytest.approx([i / steps for i in range(steps + 1)])
@@ -284,7 +286,7 @@ def test_wrong_channel_count_is_a_clear_error():
 
 @pytest.mark.parametrize("mode", list(BlendMode))
 def test_channels_last_is_preserved_in_every_stage(mode):
-    model, x, make_seed = host_and_input("cnn")
+    model, _, make_seed = host_and_input("cnn")
     model = model.to(memory_format=torch.channels_last)
     features = torch.randn(4, 8, 5, 5).to(memory_format=torch.channels_last)
     slot = model.slot

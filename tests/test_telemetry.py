@@ -116,13 +116,13 @@ def set_grads(model, scale_seed=1.0, scale_host=1.0, generator=None):
             (g, scale_seed) for g in seeds + gates):
         for p in group:
             p.grad = (torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                      * scale).float()
+                      * scale).float().to(p.device)
 
 
 def reference(model, steps_grads):
     """float64 RMS of per-step group norms, from the gradients recorded at each step."""
     out = {}
-    for i, slot in enumerate(model.slots):
+    for i in range(len(model.slots)):
         sums = {"seed": 0.0, "gate": 0.0, "host": 0.0}
         for grads in steps_grads:
             for key in sums:
@@ -446,3 +446,28 @@ def test_under_inductor_the_probe_fuses_into_the_blend_kernel():
     fused = [name for name in set(re.findall(r"cpp_fused_\w+", forward))
              if "aminmax" in name]
     assert len(fused) == 1 and "lerp" in fused[0] and "tanh" in fused[0], fused
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("compile", [None, False])
+def test_cuda_collect_matches_float64(compile):
+    """On a GPU: the default (the internal compile) and the chunked form, against float64, with
+    gradients of 1e20 and 1e-20, and no host sync in collect() (CUDA sync debug mode)."""
+    model = model_with_slots().cuda()
+    telemetry = GradientTelemetry(model, compile=compile)
+    assert telemetry.compile is (compile is None)
+    recorded = []
+    for scale in (1e20, 1e-20):
+        set_grads(model, scale, 1.0)
+        recorded.append(snapshot(model))
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            telemetry.collect()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    stats = telemetry.read()
+    want = reference(model, recorded)
+    for name, got in stats.items():
+        assert got.seed_grad_norm == pytest.approx(want[name]["seed"], rel=1e-5)
+        assert got.host_grad_norm == pytest.approx(want[name]["host"], rel=1e-5)
