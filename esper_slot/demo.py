@@ -1,7 +1,8 @@
 """The main job: grow a seed in a small CNN trained on scikit-learn's digits, compiled with
 esper_slot.compile (torch.compile, fullgraph=True, sized for slot lifecycles).
 
-    python -m esper_slot.demo [--quick] [--freeze-seed] [--out DIR]   (or: esper-slot-demo)
+    python -m esper_slot.demo [--quick] [--repeats N] [--freeze-seed] [--out DIR]
+    (or: esper-slot-demo)
 
 Stages: host-only warm-up (DORMANT) -> germinate a seed (TRAINING, the incubator: the host's
 outputs stay bit-identical while the seed learns) -> BLENDING (alpha ramps 0 -> 1) ->
@@ -99,7 +100,7 @@ def parse(argv):
                         "minute on 2 CPU cores)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="runs of the seed-vs-control comparison, each with its own "
-                        "initialisation and batch order (default 3; 2 with --quick)")
+                        "initialisation and batch order (default 5; 3 with --quick)")
     parser.add_argument("--freeze-seed", action="store_true",
                         help="freeze the seed on purpose to show the one-time grad-flow warning")
     parser.add_argument("--out", type=Path, default=Path("out/demo"),
@@ -107,7 +108,7 @@ def parse(argv):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     if args.repeats is None:
-        args.repeats = 2 if args.quick else 3
+        args.repeats = 3 if args.quick else 5
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
     return args

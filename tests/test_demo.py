@@ -20,9 +20,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "outputs identical on 360 test samples: True" in out
     assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "training.png",
                                                      "summary.txt"}
-    # The seed-vs-control claim rests on repeats (2 with --quick) and says what they support.
-    assert "repeat 2/2: with the seed" in out
-    assert "over 2 repeat(s)" in out and "paired difference" in out
+    # The seed-vs-control claim rests on repeats (3 with --quick) and says what they support.
+    assert "repeat 3/3: with the seed" in out
+    assert "over 3 repeat(s)" in out and "paired difference" in out
     assert "conclusion: " in out
     assert "paired difference" in (tmp_path / "summary.txt").read_text()
 
@@ -50,6 +50,7 @@ def test_repeats_must_be_positive():
 @pytest.mark.backend_independent  # the warning logic; the other demo test runs the kernels
 def test_demo_freeze_seed_warns_once(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="esper_slot")
-    assert demo.main(["--quick", "--freeze-seed", "--out", str(tmp_path)]) == 0
+    assert demo.main(["--quick", "--repeats", "2", "--freeze-seed", "--out", str(tmp_path)]) == 0
     warnings = [r for r in caplog.records if r.name == "esper_slot"]
-    assert len(warnings) == 1 and "frozen" in warnings[0].getMessage()
+    # one per frozen seed (each repeat grows its own), not one per step
+    assert len(warnings) == 2 and all("frozen" in w.getMessage() for w in warnings)
