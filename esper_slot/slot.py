@@ -189,10 +189,18 @@ class SeedSlot(nn.Module):
         seed_module = self.seed
         assert seed_module is not None  # _seeded says so (a trace-time fact, no graph cost)
         seed = seed_module(seed_input)
+        # The non-finite seed-output probe: inside the fused Triton kernels when they run (eager
+        # on CUDA or the interpreter: from the seed values they load, no launch of its own),
+        # else one min/max of the seed here (fused by Inductor into the blend's loop).
+        probe = None
         if self.training:
             self.grad_flow.record(seed, seed_module)
             if self.check_seed_output:
-                self.seed_output.record(seed)
+                if not torch.compiler.is_compiling() and \
+                        kernels.active_backend(host.device) == "triton":
+                    probe = torch.zeros(1, dtype=torch.int32, device=host.device)
+                else:
+                    self.seed_output.record(seed)
         seed = gradient_gate(seed, self.seed_frozen)
         # One call for TRAINING, BLENDING and FOSSILIZED: while `incubating` holds True the
         # operator is ste(host, seed, copy=True) (a copy, so in-place ops after the slot such as
@@ -210,17 +218,24 @@ class SeedSlot(nn.Module):
             alpha, flag = alpha.clone(), flag.clone()
         mode = self._blend
         if mode == "ADD":
-            return kernels.blend_add(host, seed, alpha, incubate=flag)
-        if mode == "MULTIPLY":
+            out = kernels.blend_add(host, seed, alpha, incubate=flag, nonfinite=probe)
+        elif mode == "MULTIPLY":
             if isolation == "detach":  # host is read once
-                return kernels.blend_multiply_detached(host, seed, alpha, incubate=flag)
-            if isolation == "none":
-                return kernels.blend_multiply(host, seed, alpha, host, incubate=flag)
-            return kernels.blend_multiply(host, seed, alpha, seed_input, incubate=flag)
-        gate_module = self.gate
-        assert gate_module is not None  # a GATE slot always has one
-        gate = gradient_gate(gate_module(seed_input), self.seed_frozen)  # pruned with the seed
-        return kernels.blend_gate(host, seed, alpha, gate, incubate=flag)
+                out = kernels.blend_multiply_detached(host, seed, alpha, incubate=flag,
+                                                      nonfinite=probe)
+            else:
+                seed_in = host if isolation == "none" else seed_input
+                out = kernels.blend_multiply(host, seed, alpha, seed_in, incubate=flag,
+                                             nonfinite=probe)
+        else:
+            gate_module = self.gate
+            assert gate_module is not None  # a GATE slot always has one
+            gate = gradient_gate(gate_module(seed_input), self.seed_frozen)  # pruned with seed
+            out = kernels.blend_gate(host, seed, alpha, gate, incubate=flag, nonfinite=probe)
+        if probe is not None:
+            with torch.no_grad():
+                self.seed_output.count.add_(probe)
+        return out
 
     @contextmanager
     def alpha_overridden(self, value):

@@ -107,6 +107,36 @@ def load_as(ptr, offs, mask, T: tl.constexpr, C: tl.constexpr):
 
 
 @triton.jit
+def flag_non_finite(x, probe_ptr):
+    """Set the one-element int32 at probe_ptr to 1 when any lane of x is NaN or Inf (masked-off
+    lanes were loaded as 0). One reduction over values already in registers, and a scalar store
+    only in a program that found one; the probe is never cleared here."""
+    if x.dtype.is_bf16() or x.dtype.is_fp16():  # compare in float32 (the interpreter's bf16
+        x = x.to(tl.float32)                     # emulation does not see NaN != NaN); exact
+    bad = ((x != x) | (tl.abs(x) == float("inf"))).to(tl.int32)
+    if tl.max(bad, axis=0) > 0:
+        tl.store(probe_ptr, 1)
+
+
+@triton.jit
+def load_seed(ptr, offs, mask, T: tl.constexpr, C: tl.constexpr, probe_ptr,
+              HAS_PROBE: tl.constexpr):
+    """load_as for the seed, probing its values as read (before the cast to host's dtype, as
+    the slot's own probe sees them) for NaN/Inf when HAS_PROBE."""
+    raw = tl.load(ptr + offs, mask=mask, other=0.0)
+    if HAS_PROBE:
+        flag_non_finite(raw, probe_ptr)
+    return cast(raw, T).to(C)
+
+
+@triton.jit
+def probe_seed(ptr, offs, mask, probe_ptr, HAS_PROBE: tl.constexpr):
+    """The incubator's probe: one read of the seed it otherwise never reads."""
+    if HAS_PROBE:
+        flag_non_finite(tl.load(ptr + offs, mask=mask, other=0.0), probe_ptr)
+
+
+@triton.jit
 def store(ptr, offs, value, mask):
     """Store value rounded to the pointer's element type."""
     tl.store(ptr + offs, cast(value, ptr.dtype.element_ty), mask=mask)

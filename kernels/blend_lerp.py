@@ -45,6 +45,7 @@ from ._layout import (
     unit_clamp,
 )
 from ._library import register_pair
+from ._probe import check_nonfinite, probe_torch
 
 if HAS_TRITON:
     import triton
@@ -58,6 +59,8 @@ if HAS_TRITON:
         lerp,
         load_as,
         load_coef,
+        load_seed,
+        probe_seed,
         store,
         store_straight_through,
     )
@@ -72,24 +75,26 @@ if HAS_TRITON:
 
     @triton.jit
     def _fwd_kernel(
-        host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr, out_ptr,
+        host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr, probe_ptr, out_ptr,
         inner, blocks_per_sample,
         ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
-        HAS_FLAG: tl.constexpr,
+        HAS_FLAG: tl.constexpr, HAS_PROBE: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
     ):
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
         T = out_ptr.dtype.element_ty
         if incubating(flag_ptr, HAS_FLAG):
-            # The straight-through incubator: y is host's bits; seed is not even read.
+            # The straight-through incubator: y is host's bits; the seed is read only to probe
+            # it for NaN/Inf (HAS_PROBE), never blended.
             tl.store(out_ptr + offs, tl.load(host_ptr + offs, mask=mask), mask=mask)
+            probe_seed(seed_ptr, offs, mask, probe_ptr, HAS_PROBE)
         else:
             w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
             # Reads host and seed once (seed rounded to host's dtype, as the contract casts it
-            # first), writes y once.
+            # first; probed as read), writes y once.
             h = tl.load(host_ptr + offs, mask=mask).to(C)
-            s = load_as(seed_ptr, offs, mask, T, C)
+            s = load_seed(seed_ptr, offs, mask, T, C, probe_ptr, HAS_PROBE)
             store(out_ptr, offs, lerp(h, s, w), mask)
 
     @triton.jit
@@ -131,7 +136,7 @@ def _flat(alpha: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor]:
 
 
 def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-                incubate: Tensor | None) -> Tensor:
+                incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
     out = torch.empty_like(host)
     if out.numel() == 0:
         return out
@@ -139,10 +144,11 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
     work = geo.work(out)
     _fwd_kernel[geo.grid](
         in_layout(host, geo.strides), in_layout(seed, geo.strides), *_flat(alpha, gate),
-        flag_pointer(incubate, alpha), work,
+        flag_pointer(incubate, alpha), flag_pointer(nonfinite, alpha), work,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
         GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
+        HAS_PROBE=nonfinite is not None,
         F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
         num_warps=geo.num_warps, **EXACT,
     )
@@ -220,7 +226,9 @@ def _weight_torch(host: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
 
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-               incubate: Tensor | None) -> Tensor:
+               incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+    if nonfinite is not None:
+        probe_torch(seed, nonfinite)
     return forward_torch(host, incubate, lambda: _blend_torch(host, seed, alpha, gate))
 
 
@@ -279,7 +287,7 @@ def _blend_bwd_torch(grad, host, seed, alpha, gate, grad_host, grad_seed, need_h
 # ---- registration: fakes mirror the launchers' allocations exactly ----
 
 
-def _fwd_fake(host, seed, alpha, gate, incubate):
+def _fwd_fake(host, seed, alpha, gate, incubate, nonfinite=None):
     return torch.empty_like(host)
 
 
@@ -295,7 +303,8 @@ def _bwd_fake(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, ne
 
 blend_lerp_fwd, blend_lerp_bwd = register_pair(
     "blend_lerp",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate) -> Tensor",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate, "
+    "Tensor(a!)? nonfinite=None) -> Tensor",
     bwd_schema="(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, "
     "Tensor? incubate, ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, "
     "bool need_gate) "
@@ -319,7 +328,7 @@ def _save_inputs(ctx, host, seed, alpha, gate, incubate) -> None:
 def _restore(ctx):
     """_save_inputs' counterpart: the saved tensors and which of host, seed, alpha and gate
     need a gradient (gate only when there is one)."""
-    need_host, need_seed, need_alpha, need_gate, _ = ctx.needs_input_grad
+    need_host, need_seed, need_alpha, need_gate = ctx.needs_input_grad[:4]
     return (*ctx.saved_tensors, need_host, need_seed, need_alpha, need_gate and ctx.has_gate)
 
 
@@ -327,10 +336,10 @@ class BlendLerp(torch.autograd.Function):
     """Autograd boundary of blend_add / blend_gate (gate=None for blend_add)."""
 
     @staticmethod
-    def forward(ctx, host, seed, alpha, gate, incubate):
+    def forward(ctx, host, seed, alpha, gate, incubate, nonfinite=None):
         _save_inputs(ctx, host, seed, alpha, gate, incubate)
         fwd = _fwd_torch if eager_cpu(host) else blend_lerp_fwd  # eager CPU: no op boundary
-        return fwd(host, seed, alpha, gate, incubate)
+        return fwd(host, seed, alpha, gate, incubate, nonfinite)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -347,6 +356,7 @@ class BlendLerp(torch.autograd.Function):
             grad_seed if need_seed else None,
             grad_alpha if need_alpha else None,
             grad_gate if need_gate else None,
+            None,
             None,
         )
 
@@ -489,15 +499,20 @@ def _blend_lerp_function(host, seed, alpha, gate, incubate):
     return _fwd_torch(host, seed, alpha, gate, incubate)
 
 
-def _blend_lerp(host, seed, alpha, gate, incubate):
+def _blend_lerp(host, seed, alpha, gate, incubate, nonfinite=None):
+    if nonfinite is not None and (eager_cpu(host) or torch.compiler.is_compiling()):
+        probe_torch(seed, nonfinite)  # eager CPU and compile paths: one min/max of the seed
+        nonfinite = None
     if eager_cpu(host):
         return _lerp_eager_cpu(host, seed, alpha, gate, incubate)
+    if nonfinite is not None:  # the op probes (the Triton kernel from the values it loads)
+        return BlendLerp.apply(host, seed, alpha, gate, incubate, nonfinite)
     function = BlendLerpFormulas if tracing_formulas() else BlendLerp
     return function.apply(host, seed, alpha, gate, incubate)
 
 
 def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
-              incubate: Tensor | None = None) -> Tensor:
+              incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
     """``host + a (seed - host)`` with ``a = clamp(alpha, 0, 1)``, computed like torch.lerp.
 
     Args:
@@ -514,8 +529,10 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
         copy=True)``: y is host bit for bit (seed is not read, so a NaN/Inf seed cannot leak),
         dL/dhost = dL/dseed = g, and alpha (and gate) get zero gradients. Flipping it never
         recompiles a compiled graph (SeedSlot's TRAINING -> BLENDING switch).
+    nonfinite: None, or a one-element int32 tensor on host's device, set to 1 when seed holds
+        NaN or Inf, in either state of ``incubate`` (see kernels/_probe.py); never cleared.
     """
-    if incubate is None and not INTERPRET:
+    if incubate is None and nonfinite is None and not INTERPRET:
         fast = _fast_cpu_lerp(host, seed, alpha, None)
         if fast is not None:
             return fast
@@ -524,16 +541,17 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
         check_coefficient("blend_add", host, alpha, "alpha")
         check_incubate("blend_add", host, incubate)
         host, seed, alpha = distinct(host, seed, alpha)
-    return _blend_lerp(host, seed, alpha, None, incubate)
+    check_nonfinite("blend_add", host, nonfinite)
+    return _blend_lerp(host, seed, alpha, None, incubate, nonfinite)
 
 
 def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
-               incubate: Tensor | None = None) -> Tensor:
+               incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
     """``host + e (seed - host)`` with ``e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)``.
 
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.
-    Gradients reach host, seed, alpha and gate; ``incubate`` as in blend_add."""
-    if incubate is None and not INTERPRET:
+    Gradients reach host, seed, alpha and gate; ``incubate`` and ``nonfinite`` as in blend_add."""
+    if incubate is None and nonfinite is None and not INTERPRET:
         fast = _fast_cpu_lerp(host, seed, alpha, gate)
         if fast is not None:
             return fast
@@ -543,4 +561,5 @@ def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
         check_coefficient("blend_gate", host, gate, "gate")
         check_incubate("blend_gate", host, incubate)
         host, seed, alpha, gate = distinct(host, seed, alpha, gate)
-    return _blend_lerp(host, seed, alpha, gate, incubate)
+    check_nonfinite("blend_gate", host, nonfinite)
+    return _blend_lerp(host, seed, alpha, gate, incubate, nonfinite)

@@ -40,6 +40,7 @@ from ._layout import (
     unit_clamp,
 )
 from ._library import register_pair
+from ._probe import check_nonfinite, probe_torch
 
 if HAS_TRITON:
     import triton
@@ -52,6 +53,8 @@ if HAS_TRITON:
         incubating,
         load_as,
         load_coef,
+        load_seed,
+        probe_seed,
         store,
         store_straight_through,
         tanh,
@@ -59,23 +62,26 @@ if HAS_TRITON:
 
     @triton.jit
     def _fwd_kernel(
-        host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr, out_ptr,
+        host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr, probe_ptr, out_ptr,
         inner, blocks_per_sample,
         ALPHA_PS: tl.constexpr, TIED: tl.constexpr, HAS_FLAG: tl.constexpr,
+        HAS_PROBE: tl.constexpr,
         F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
     ):
         C: tl.constexpr = tl.float64 if F64 else tl.float32
         T = out_ptr.dtype.element_ty
         offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
         if incubating(flag_ptr, HAS_FLAG):
-            # The straight-through incubator: y is host's bits; seed is not even read.
+            # The straight-through incubator: y is host's bits; the seed is read only to probe
+            # it for NaN/Inf (HAS_PROBE), never blended.
             tl.store(out_ptr + offs, tl.load(host_ptr + offs, mask=mask), mask=mask)
+            probe_seed(seed_ptr, offs, mask, probe_ptr, HAS_PROBE)
         else:
             a = load_coef(alpha_ptr, sample, ALPHA_PS, C)
-            # Reads host, seed and (unless TIED: it holds host's values) seed_input once each,
-            # cast to host's dtype; writes y once.
+            # Reads host, seed (probed as read) and (unless TIED: it holds host's values)
+            # seed_input once each, cast to host's dtype; writes y once.
             h = tl.load(host_ptr + offs, mask=mask).to(C)
-            s = load_as(seed_ptr, offs, mask, T, C)
+            s = load_seed(seed_ptr, offs, mask, T, C, probe_ptr, HAS_PROBE)
             s_in = h if TIED else load_as(seed_input_ptr, offs, mask, T, C)
             store(out_ptr, offs, h * (1.0 + a * tanh(s - s_in)), mask)
 
@@ -123,7 +129,7 @@ if HAS_TRITON:
 
 
 def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-                incubate: Tensor | None) -> Tensor:
+                incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
     out = torch.empty_like(host)
     if out.numel() == 0:
         return out
@@ -133,9 +139,10 @@ def _fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | 
     _fwd_kernel[geo.grid](
         h, in_layout(seed, geo.strides),
         h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
-        flag_pointer(incubate, alpha), work,
+        flag_pointer(incubate, alpha), flag_pointer(nonfinite, alpha), work,
         geo.inner, geo.blocks_per_sample,
         ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, HAS_FLAG=incubate is not None,
+        HAS_PROBE=nonfinite is not None,
         F64=host.dtype == torch.float64,
         BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps, **EXACT,
     )
@@ -211,7 +218,9 @@ def _tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor
 
 
 def _fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-               incubate: Tensor | None) -> Tensor:
+               incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+    if nonfinite is not None:
+        probe_torch(seed, nonfinite)
     return forward_torch(host, incubate, lambda: _blend_torch(host, seed, alpha, seed_input))
 
 
@@ -279,7 +288,7 @@ def _blend_bwd_torch(grad, host, seed, alpha, seed_input, tied_grad, grad_host, 
 # host's, for the case where seed_input is host itself.
 
 
-def _fwd_fake(host, seed, alpha, seed_input, incubate):
+def _fwd_fake(host, seed, alpha, seed_input, incubate, nonfinite=None):
     return torch.empty_like(host)
 
 
@@ -291,8 +300,8 @@ def _bwd_fake(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_hos
 
 blend_multiply_fwd, blend_multiply_bwd = register_pair(
     "blend_multiply",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) "
-    "-> Tensor",
+    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate, "
+    "Tensor(a!)? nonfinite=None) -> Tensor",
     bwd_schema="(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
     "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, "
     "bool need_seed_input) "
@@ -310,22 +319,22 @@ class BlendMultiply(torch.autograd.Function):
     gradient flows into host (seed_input is host itself) or nowhere (host.detach())."""
 
     @staticmethod
-    def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate):
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate, nonfinite=None):
         ctx.tied_grad = tied_grad
         ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
         fwd = _fwd_torch if eager_cpu(host) else blend_multiply_fwd  # eager CPU: no op boundary
-        return fwd(host, seed, alpha, seed_input, incubate)
+        return fwd(host, seed, alpha, seed_input, incubate, nonfinite)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         host, seed, alpha, seed_input, incubate = ctx.saved_tensors
-        need_host, need_seed, need_alpha, need_seed_input, _, _ = ctx.needs_input_grad
+        need_host, need_seed, need_alpha, need_seed_input = ctx.needs_input_grad[:4]
         bwd = _bwd_torch if eager_cpu(grad) else blend_multiply_bwd
         grads = bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
                     need_host, need_seed, need_alpha, need_seed_input)
         needs = (need_host, need_seed, need_alpha, need_seed_input)
-        return (*(g if needed else None for g, needed in zip(grads, needs)), None, None)
+        return (*(g if needed else None for g, needed in zip(grads, needs)), None, None, None)
 
 
 class BlendMultiplyFormulas(torch.autograd.Function):
@@ -466,9 +475,14 @@ _NATIVE_DTYPES = (torch.float32, torch.float64)  # native ops give one rounding 
 _NATIVE_BELOW = 2**15  # elements; see _multiply_eager_cpu
 
 
-def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate):
+def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate, nonfinite=None):
+    if nonfinite is not None and (eager_cpu(host) or torch.compiler.is_compiling()):
+        probe_torch(seed, nonfinite)  # eager CPU and compile paths: one min/max of the seed
+        nonfinite = None
     if eager_cpu(host):
         return _multiply_eager_cpu(host, seed, alpha, seed_input, tied_grad, incubate)
+    if nonfinite is not None:  # the op probes (the Triton kernel from the values it loads)
+        return BlendMultiply.apply(host, seed, alpha, seed_input, tied_grad, incubate, nonfinite)
     function = BlendMultiplyFormulas if tracing_formulas() else BlendMultiply
     return function.apply(host, seed, alpha, seed_input, tied_grad, incubate)
 
@@ -483,7 +497,7 @@ def _check(op, host, seed, alpha, incubate):
 
 
 def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor, *,
-                   incubate: Tensor | None = None) -> Tensor:
+                   incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
     """``host (1 + a tanh(seed - seed_input))`` with ``a = clamp(alpha, 0, 1)``.
 
     Args:
@@ -494,24 +508,28 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
             At seed == seed_input, y == host. Passing host itself reads it once.
     Gradients reach host, seed, alpha and seed_input (into host when it is host).
     incubate: as in blend_add (while True: ste(host, seed, copy=True), and seed_input gets a
-        zero gradient).
+        zero gradient). nonfinite: as in blend_add (the seed is probed, not seed_input).
     """
     if seed_input is host:
         host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
-        return _blend_multiply(host, seed, alpha, None, True, incubate)
+        check_nonfinite("blend_multiply", host, nonfinite)
+        return _blend_multiply(host, seed, alpha, None, True, incubate, nonfinite)
     if not plainly_valid(host, seed, (alpha,), incubate, seed_input):
         check_pair("blend_multiply", host, seed_input, "seed_input")
         host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
         seed_input = distinct(host, seed, alpha, seed_input)[3]
         assert seed_input is not None
-    return _blend_multiply(host, seed, alpha, seed_input, False, incubate)
+    check_nonfinite("blend_multiply", host, nonfinite)
+    return _blend_multiply(host, seed, alpha, seed_input, False, incubate, nonfinite)
 
 
 def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
-                            incubate: Tensor | None = None) -> Tensor:
+                            incubate: Tensor | None = None,
+                            nonfinite: Tensor | None = None) -> Tensor:
     """``blend_multiply(host, seed, alpha, host.detach(), incubate=incubate)``, reading host once.
 
     For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.
     """
     host, seed, alpha = _check("blend_multiply", host, seed, alpha, incubate)
-    return _blend_multiply(host, seed, alpha, None, False, incubate)
+    check_nonfinite("blend_multiply", host, nonfinite)
+    return _blend_multiply(host, seed, alpha, None, False, incubate, nonfinite)

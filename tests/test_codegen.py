@@ -56,7 +56,7 @@ class Spec:
     constants: dict
     seed_dtype: str | None = None  # the seed's own dtype (its gradient's), when not host's
     scalar_loads: int = 0  # coefficient/flag loads the kernel may make (per program)
-    scalar_stores: int = 0  # partial sums (per program)
+    scalar_stores: int = 0  # partial sums, the nonfinite probe (per program)
     label: str = field(default="")
 
 
@@ -69,10 +69,15 @@ def specs() -> list[Spec]:
         out += [
             Spec("blend_lerp._fwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
-                "HAS_FLAG": True, "USE_INT64": False}, scalar_loads=2, label="add, slot"),
+                "HAS_FLAG": True, "HAS_PROBE": False, "USE_INT64": False}, scalar_loads=2,
+                label="add, slot"),
+            Spec("blend_lerp._fwd_kernel", dtype, {
+                **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
+                "HAS_FLAG": True, "HAS_PROBE": True, "USE_INT64": False}, scalar_loads=2,
+                scalar_stores=2, label="add, slot, probed"),
             Spec("blend_lerp._fwd_kernel", dtype, {
                 **common, "ALPHA_PS": True, "HAS_GATE": True, "GATE_PS": True,
-                "HAS_FLAG": False, "USE_INT64": True}, mixed, scalar_loads=2,
+                "HAS_FLAG": False, "HAS_PROBE": False, "USE_INT64": True}, mixed, scalar_loads=2,
                 label="gate, per-sample, int64"),
             Spec("blend_lerp._bwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
@@ -84,10 +89,13 @@ def specs() -> list[Spec]:
                 "USE_INT64": True}, scalar_loads=3, scalar_stores=2,
                 label="gate, all grads, int64"),
             Spec("blend_multiply._fwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True,
+                **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": False,
                 "USE_INT64": False}, scalar_loads=2, label="tied, slot"),
             Spec("blend_multiply._fwd_kernel", dtype, {
-                **common, "ALPHA_PS": True, "TIED": False, "HAS_FLAG": False,
+                **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": True,
+                "USE_INT64": False}, scalar_loads=2, scalar_stores=2, label="tied, slot, probed"),
+            Spec("blend_multiply._fwd_kernel", dtype, {
+                **common, "ALPHA_PS": True, "TIED": False, "HAS_FLAG": False, "HAS_PROBE": False,
                 "USE_INT64": True}, mixed, scalar_loads=1, label="seed_input, per-sample, int64"),
             Spec("blend_multiply._bwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "TIED": True, "TIED_GRAD": True, "HAS_FLAG": True,
@@ -105,7 +113,8 @@ def specs() -> list[Spec]:
 
 def signature(fn, spec: Spec) -> dict[str, str]:
     """Argument types as the launchers pass them: elements in host's dtype (the seed and its
-    gradient in the seed's), coefficients float32 (float64 with F64), the flag as bool."""
+    gradient in the seed's), coefficients float32 (float64 with F64), the flag as bool, the
+    nonfinite probe as int32."""
     element = "*" + ELEMENT[spec.dtype]
     seed = "*" + ELEMENT[spec.seed_dtype or spec.dtype]
     compute = "*fp64" if spec.constants.get("F64") else "*fp32"
@@ -116,6 +125,8 @@ def signature(fn, spec: Spec) -> dict[str, str]:
             types[name] = "constexpr"
         elif name == "flag_ptr":
             types[name] = "*i1"
+        elif name == "probe_ptr":
+            types[name] = "*i32"
         elif name in ("seed_ptr", "grad_seed_ptr"):
             types[name] = seed
         elif name in ELEMENT_POINTERS:

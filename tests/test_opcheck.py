@@ -70,3 +70,21 @@ def test_opcheck_multiply(host_layout, seed_layout, per_sample, device):
             torch.library.opcheck(blend_multiply_bwd,
                                   (grad, host, seed, alpha, s_in, flag, tied, *needs),
                                   test_utils=UTILS)
+
+
+@pytest.mark.parametrize("flag", [None, True])
+def test_opcheck_nonfinite_probe(flag, device):
+    """The probe argument is declared mutated (Tensor(a!)?): schema, fake and AOT dispatch agree,
+    with a clean seed, and with a NaN one while incubating (the output is then host's: opcheck
+    compares outputs without equal_nan, so a blended NaN cannot be checked this way)."""
+    host, seed, alpha, gate, _ = tensors("channels_last", "contiguous", device)
+    incubate = None if flag is None else torch.tensor(flag, device=device)
+    bad = seed.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    for s in (seed, bad) if flag else (seed,):
+        probe = torch.zeros(1, dtype=torch.int32, device=device)
+        torch.library.opcheck(blend_lerp_fwd, (host, s, alpha, gate, incubate, probe),
+                              test_utils=UTILS)
+        probe = torch.zeros(1, dtype=torch.int32, device=device)
+        torch.library.opcheck(blend_multiply_fwd, (host, s, alpha, None, incubate, probe),
+                              test_utils=UTILS)
