@@ -44,7 +44,7 @@ from ._layout import (
     same_dense_layout,
     unit_clamp,
 )
-from ._library import register_pair
+from ._library import probed_schema, register_op, register_pair
 from ._probe import check_nonfinite, probe_torch
 
 if HAS_TRITON:
@@ -301,10 +301,10 @@ def _bwd_fake(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, ne
     return grad_host, grad_seed, grad_alpha, grad_gate
 
 
+_FWD_SCHEMA = "(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate) -> Tensor"
 blend_lerp_fwd, blend_lerp_bwd = register_pair(
     "blend_lerp",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate, "
-    "Tensor(a!)? nonfinite=None) -> Tensor",
+    fwd_schema=_FWD_SCHEMA,
     bwd_schema="(Tensor grad, Tensor? host, Tensor? seed, Tensor alpha, Tensor? gate, "
     "Tensor? incubate, ScalarType seed_dtype, bool need_host, bool need_seed, bool need_alpha, "
     "bool need_gate) "
@@ -313,6 +313,10 @@ blend_lerp_fwd, blend_lerp_bwd = register_pair(
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
     fakes=(_fwd_fake, _bwd_fake),
 )
+# The forward with the nonfinite probe (eager calls only; see probed_schema).
+blend_lerp_fwd_probed = register_op(
+    "blend_lerp_fwd_probed", probed_schema(_FWD_SCHEMA), _fwd_torch,
+    _fwd_triton if HAS_TRITON else None, _fwd_fake)
 
 
 def _save_inputs(ctx, host, seed, alpha, gate, incubate) -> None:
@@ -338,8 +342,11 @@ class BlendLerp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, host, seed, alpha, gate, incubate, nonfinite=None):
         _save_inputs(ctx, host, seed, alpha, gate, incubate)
-        fwd = _fwd_torch if eager_cpu(host) else blend_lerp_fwd  # eager CPU: no op boundary
-        return fwd(host, seed, alpha, gate, incubate, nonfinite)
+        if eager_cpu(host):  # no op boundary
+            return _fwd_torch(host, seed, alpha, gate, incubate, nonfinite)
+        if nonfinite is None:
+            return blend_lerp_fwd(host, seed, alpha, gate, incubate)
+        return blend_lerp_fwd_probed(host, seed, alpha, gate, incubate, nonfinite)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

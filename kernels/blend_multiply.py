@@ -39,7 +39,7 @@ from ._layout import (
     same_dense_layout,
     unit_clamp,
 )
-from ._library import register_pair
+from ._library import probed_schema, register_op, register_pair
 from ._probe import check_nonfinite, probe_torch
 
 if HAS_TRITON:
@@ -298,10 +298,11 @@ def _bwd_fake(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_hos
                         need_seed_input)
 
 
+_FWD_SCHEMA = ("(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) "
+               "-> Tensor")
 blend_multiply_fwd, blend_multiply_bwd = register_pair(
     "blend_multiply",
-    fwd_schema="(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate, "
-    "Tensor(a!)? nonfinite=None) -> Tensor",
+    fwd_schema=_FWD_SCHEMA,
     bwd_schema="(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
     "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, "
     "bool need_seed_input) "
@@ -310,6 +311,10 @@ blend_multiply_fwd, blend_multiply_bwd = register_pair(
     triton_impls=(_fwd_triton, _bwd_triton) if HAS_TRITON else None,
     fakes=(_fwd_fake, _bwd_fake),
 )
+# The forward with the nonfinite probe (eager calls only; see probed_schema).
+blend_multiply_fwd_probed = register_op(
+    "blend_multiply_fwd_probed", probed_schema(_FWD_SCHEMA), _fwd_torch,
+    _fwd_triton if HAS_TRITON else None, _fwd_fake)
 
 
 class BlendMultiply(torch.autograd.Function):
@@ -322,8 +327,11 @@ class BlendMultiply(torch.autograd.Function):
     def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate, nonfinite=None):
         ctx.tied_grad = tied_grad
         ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
-        fwd = _fwd_torch if eager_cpu(host) else blend_multiply_fwd  # eager CPU: no op boundary
-        return fwd(host, seed, alpha, seed_input, incubate, nonfinite)
+        if eager_cpu(host):  # no op boundary
+            return _fwd_torch(host, seed, alpha, seed_input, incubate, nonfinite)
+        if nonfinite is None:
+            return blend_multiply_fwd(host, seed, alpha, seed_input, incubate)
+        return blend_multiply_fwd_probed(host, seed, alpha, seed_input, incubate, nonfinite)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

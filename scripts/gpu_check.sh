@@ -3,7 +3,8 @@
 # install): the whole test suite with the CUDA-marked tests, then the full benchmark.
 #   bash scripts/gpu_check.sh tests   # pytest, log under $OUT (or ./out/gpu)
 #   bash scripts/gpu_check.sh bench   # python -m bench -> $OUT/<device>.{json,md,png}
-#   bash scripts/gpu_check.sh all     # both (may not fit one 10-minute device call)
+#   bash scripts/gpu_check.sh extra   # compiled step (peak memory), telemetry costs -> $OUT/*.md
+#   bash scripts/gpu_check.sh all     # tests and bench (may not fit one 10-minute device call)
 # Copy the bench files into bench/results/ and commit them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +25,14 @@ fi
 if [[ $what == bench || $what == all ]]; then
   device=$(python3 -c "import bench.__main__ as b, torch; print(b.slug(b.device_name(torch.device('cuda'))))")
   python3 -m bench --out "$out/$device.json" 2>&1 | tee "$out/bench.log" | tail -n 80
+  status=$((status || PIPESTATUS[0]))
+fi
+if [[ $what == extra ]]; then
+  python3 -m bench.compiled_step --rounds 100 --out "$out/compiled_step_gpu.md" 2>&1 \
+    | tee "$out/compiled_step.log" | tail -n 20
+  status=${PIPESTATUS[0]}
+  python3 -m bench.telemetry --rounds 100 --out "$out/telemetry_gpu.md" 2>&1 \
+    | tee "$out/telemetry.log" | tail -n 20
   status=$((status || PIPESTATUS[0]))
 fi
 exit $status

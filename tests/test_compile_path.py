@@ -82,6 +82,19 @@ def test_inductor_sees_formulas_not_opaque_ops(op):
     assert any("esper_slot" in t for t in recorder.targets())
 
 
+@pytest.mark.parametrize("op", BLEND_OPS)
+def test_the_opaque_path_compiles_under_inductor(op):
+    """The registered ops under Inductor (set_compile_path("opaque")): they lower as plain
+    functional ops (a mutable argument in their schema once broke this) and match eager."""
+    torch._dynamo.reset()
+    set_compile_path("opaque")
+    case = make_case(op, (2, 3, 4, 5), torch.float32)
+    flag = torch.tensor(False)
+    want = case.ours(*case.args, incubate=flag)
+    got = run(case, flag, "inductor")
+    torch.testing.assert_close(got, want)
+
+
 @pytest.mark.parametrize("alpha", ["scalar", "per_sample", "wide"])
 @pytest.mark.parametrize("op", BLEND_OPS)
 def test_gradcheck_through_the_compiled_graph(op, alpha):

@@ -9,8 +9,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.blend_lerp import blend_lerp_bwd, blend_lerp_fwd
-from kernels.blend_multiply import blend_multiply_bwd, blend_multiply_fwd
+from kernels.blend_lerp import blend_lerp_bwd, blend_lerp_fwd, blend_lerp_fwd_probed
+from kernels.blend_multiply import (
+    blend_multiply_bwd,
+    blend_multiply_fwd,
+    blend_multiply_fwd_probed,
+)
 from tests.cases import layout
 
 UTILS = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
@@ -74,17 +78,17 @@ def test_opcheck_multiply(host_layout, seed_layout, per_sample, device):
 
 @pytest.mark.parametrize("flag", [None, True])
 def test_opcheck_nonfinite_probe(flag, device):
-    """The probe argument is declared mutated (Tensor(a!)?): schema, fake and AOT dispatch agree,
-    with a clean seed, and with a NaN one while incubating (the output is then host's: opcheck
-    compares outputs without equal_nan, so a blended NaN cannot be checked this way)."""
+    """The probed forwards declare the probe mutated (Tensor(a!)): schema, fake and AOT
+    dispatch agree, with a clean seed, and with a NaN one while incubating (the output is then
+    host's: opcheck compares outputs without equal_nan, so a blended NaN is not checked so)."""
     host, seed, alpha, gate, _ = tensors("channels_last", "contiguous", device)
     incubate = None if flag is None else torch.tensor(flag, device=device)
     bad = seed.clone()
     bad[0, 0, 0, 0] = float("nan")
     for s in (seed, bad) if flag else (seed,):
         probe = torch.zeros(1, dtype=torch.int32, device=device)
-        torch.library.opcheck(blend_lerp_fwd, (host, s, alpha, gate, incubate, probe),
+        torch.library.opcheck(blend_lerp_fwd_probed, (host, s, alpha, gate, incubate, probe),
                               test_utils=UTILS)
         probe = torch.zeros(1, dtype=torch.int32, device=device)
-        torch.library.opcheck(blend_multiply_fwd, (host, s, alpha, None, incubate, probe),
+        torch.library.opcheck(blend_multiply_fwd_probed, (host, s, alpha, None, incubate, probe),
                               test_utils=UTILS)
