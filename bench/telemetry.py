@@ -7,8 +7,9 @@ What gradient telemetry costs, side by side and interleaved in one run, on bench
    - esper-lite's method as its collector runs it per group (host, then each slot): clone every
      gradient, cast the clone to float64, torch._foreach_norm, stack, square and sum, and count
      vanishing/exploding tensors, all on the device;
-   - ours, eager: GradientTelemetry.collect(), chunked (the CPU default) and through the
-     internal torch.compile (the GPU default);
+   - ours, eager: GradientTelemetry.collect() with compile=False (the CPU default: plain
+     foreach norms where exact, bounded chunks elsewhere; on a GPU, chunks) and compile=True
+     (the internal torch.compile, the GPU default);
    - ours, compiled: collect() traced into a torch.compile(fullgraph=True) function.
 2. The seed-output probe: a whole training step with SeedSlot.check_seed_output on and off,
    eager and compiled, slots in TRAINING and in BLENDING.
@@ -72,8 +73,8 @@ def collect_costs(name: str, device, rounds: int) -> dict[str, float]:
     internal = GradientTelemetry(model, compile=True)
     traced = GradientTelemetry(model)
     compiled = torch.compile(traced.collect, fullgraph=True)
-    fns = {"esper-lite": lambda: esper_lite_collect(model), "ours, chunked": chunked.collect,
-           "ours, internal compile": internal.collect, "ours, compiled": compiled}
+    fns = {"esper-lite": lambda: esper_lite_collect(model), "ours, compile=False": chunked.collect,
+           "ours, compile=True": internal.collect, "ours, compiled": compiled}
     for fn in fns.values():  # compile and warm up
         fn()
         fn()
@@ -108,15 +109,15 @@ def main(argv=None):
     lines = [f"Device: {device_name(device)}; torch {torch.__version__}; {args.rounds} "
              "interleaved rounds, median ms.", "",
              "One collected step (gradients kept from one backward), slots in TRAINING:", "",
-             "| model | gradient MB | esper-lite ms | ours: eager, chunked | "
-             "eager, internal compile | inside a compiled step |",
+             "| model | gradient MB | esper-lite ms | ours, eager, compile=False (CPU default) | "
+             "eager, compile=True (GPU default) | inside a compiled step |",
              "|---|---:|---:|---:|---:|---:|"]
     for name in ("cnn", "transformer"):
         ms = collect_costs(name, device, args.rounds)
         base = ms["esper-lite"]
         lines.append(f"| {name} | {ms['gradient MB']:.2f} | {base:.3f} | " + " | ".join(
             f"{ms[k]:.3f} ms ({base / ms[k]:.2f}x)"
-            for k in ("ours, chunked", "ours, internal compile", "ours, compiled")) + " |")
+            for k in ("ours, compile=False", "ours, compile=True", "ours, compiled")) + " |")
         print(lines[-1], flush=True)
     lines += ["", "The seed-output probe: a training step with check_seed_output on vs off:", "",
               "| model | slots in | mode | on ms | off ms | cost |", "|---|---|---|---:|---:|---:|"]
