@@ -18,9 +18,6 @@ What gradient telemetry costs, side by side and interleaved in one run, on bench
 from __future__ import annotations
 
 import argparse
-import random
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -28,6 +25,7 @@ from torch import nn
 
 from bench import e2e
 from bench.__main__ import device_name
+from bench.timing import interleaved_ms
 from esper_slot import GradientTelemetry
 from esper_slot.discovery import named_slots
 
@@ -47,24 +45,6 @@ def esper_lite_collect(model, vanishing=1e-7, exploding=5.0):
     return out
 
 
-def timed(fns: dict, rounds: int, device) -> dict[str, float]:
-    """Median ms per call of each function, interleaved in a shuffled order per round."""
-    times = {k: [] for k in fns}
-    order = list(fns.items())
-    shuffle = random.Random(0).shuffle
-    for _ in range(rounds):
-        shuffle(order)
-        for name, fn in order:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
-
-
 def collect_costs(name: str, device, rounds: int) -> dict[str, float]:
     model, x, labels = e2e.build(name, e2e.SeedSlot, device, big=device.type == "cuda",
                                  stage="TRAINING")
@@ -78,7 +58,7 @@ def collect_costs(name: str, device, rounds: int) -> dict[str, float]:
     for fn in fns.values():  # compile and warm up
         fn()
         fn()
-    ms = timed(fns, rounds, device)
+    ms = interleaved_ms(fns, rounds, device)
     ms["gradient MB"] = sum(p.grad.numel() * p.grad.element_size()
                             for p in model.parameters() if p.grad is not None) / 2**20
     return ms
@@ -96,7 +76,7 @@ def probe_costs(name: str, stage: str, device, rounds: int) -> dict[str, float]:
             step()
             step()
             fns[("compiled" if compiled else "eager", check)] = step
-    return timed(fns, rounds, device)
+    return interleaved_ms(fns, rounds, device)
 
 
 def main(argv=None):

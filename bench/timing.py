@@ -61,6 +61,27 @@ def median_ms_each(fns: dict[str, Callable[[], object]], device: torch.device, *
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
+def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int,
+                   device: torch.device) -> dict[str, float]:
+    """Median ms per call of each function over a fixed number of rounds, each calling every
+    function once in a shuffled order (synchronising around each call on CUDA): for calls too
+    slow for median_ms_each's time budget, such as whole training steps."""
+    times = {k: [] for k in fns}
+    order = list(fns.items())
+    shuffle = random.Random(0).shuffle
+    for _ in range(rounds):
+        shuffle(order)
+        for name, fn in order:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) * 1e3 for k, v in times.items()}
+
+
 def copy_gbps(nbytes: int, device: torch.device, quick: bool = False) -> float:
     """Device-to-device copy bandwidth, counting bytes read plus bytes written."""
     n = max(nbytes // 4, 1)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._backend import eager_cpu
+
 
 def check_nonfinite(op: str, host: Tensor, nonfinite: Tensor | None) -> None:
     if nonfinite is None:
@@ -22,6 +24,16 @@ def check_nonfinite(op: str, host: Tensor, nonfinite: Tensor | None) -> None:
                if isinstance(nonfinite, Tensor) else type(nonfinite).__name__)
         raise ValueError(f"{op}: nonfinite must be a one-element int32 tensor on {host.device} "
                          f"(e.g. torch.zeros(1, dtype=torch.int32, device=...)), got {got}")
+
+
+def probe_outside_op(host: Tensor, seed: Tensor, nonfinite: Tensor | None) -> Tensor | None:
+    """Where no registered op will run (eager CPU: native ops; torch.compile: the formulas, and
+    the plain ops, whose schema has no probe), probe here and return None; else return the
+    probe for the op (the Triton kernel sets it from the values it loads)."""
+    if nonfinite is not None and (eager_cpu(host) or torch.compiler.is_compiling()):
+        probe_torch(seed, nonfinite)
+        return None
+    return nonfinite
 
 
 def probe_torch(seed: Tensor, nonfinite: Tensor) -> None:

@@ -45,7 +45,7 @@ from ._layout import (
     unit_clamp,
 )
 from ._library import probed_schema, register_op, register_pair
-from ._probe import check_nonfinite, probe_torch
+from ._probe import check_nonfinite, probe_outside_op, probe_torch
 
 if HAS_TRITON:
     import triton
@@ -476,8 +476,7 @@ def _fast_cpu_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | Non
         return None
     if alpha.requires_grad and torch.is_grad_enabled():
         return None
-    a = alpha.item()
-    a = a if a != a else min(max(a, 0.0), 1.0)
+    a = unit_clamp(alpha)
     if gate is None:
         return torch.lerp(host, seed, a)
     if not (type(gate) is tensor and gate.is_cpu and gate.dtype is host.dtype
@@ -507,9 +506,7 @@ def _blend_lerp_function(host, seed, alpha, gate, incubate):
 
 
 def _blend_lerp(host, seed, alpha, gate, incubate, nonfinite=None):
-    if nonfinite is not None and (eager_cpu(host) or torch.compiler.is_compiling()):
-        probe_torch(seed, nonfinite)  # eager CPU and compile paths: one min/max of the seed
-        nonfinite = None
+    nonfinite = probe_outside_op(host, seed, nonfinite)
     if eager_cpu(host):
         return _lerp_eager_cpu(host, seed, alpha, gate, incubate)
     if nonfinite is not None:  # the op probes (the Triton kernel from the values it loads)

@@ -40,7 +40,7 @@ from ._layout import (
     unit_clamp,
 )
 from ._library import probed_schema, register_op, register_pair
-from ._probe import check_nonfinite, probe_torch
+from ._probe import check_nonfinite, probe_outside_op, probe_torch
 
 if HAS_TRITON:
     import triton
@@ -484,9 +484,7 @@ _NATIVE_BELOW = 2**15  # elements; see _multiply_eager_cpu
 
 
 def _blend_multiply(host, seed, alpha, seed_input, tied_grad, incubate, nonfinite=None):
-    if nonfinite is not None and (eager_cpu(host) or torch.compiler.is_compiling()):
-        probe_torch(seed, nonfinite)  # eager CPU and compile paths: one min/max of the seed
-        nonfinite = None
+    nonfinite = probe_outside_op(host, seed, nonfinite)
     if eager_cpu(host):
         return _multiply_eager_cpu(host, seed, alpha, seed_input, tied_grad, incubate)
     if nonfinite is not None:  # the op probes (the Triton kernel from the values it loads)
