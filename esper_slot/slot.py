@@ -80,8 +80,9 @@ class SeedSlot(nn.Module):
             (cnn: True, transformer: False, as esper-lite); TRAINING isolates by default always.
 
     ``check_seed_output`` (default True): train-mode forwards count the passes whose seed output
-    held NaN or Inf (one max-abs reduction of it; see bench/NOTES.md for its cost), reported by
-    check_grad_flow and GradientTelemetry.read(). Set it False to skip that read.
+    held NaN or Inf (the fused kernels flag it from the values they load; elsewhere one min/max
+    reduction of it; see bench/NOTES.md for its cost), reported by check_grad_flow and
+    GradientTelemetry.read(). Set it False to skip it.
     """
 
     _is_esper_seed_slot = True  # how discovery.named_slots recognises a slot

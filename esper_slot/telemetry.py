@@ -14,11 +14,12 @@ everything below ~1e-19. Each gradient's norm is therefore taken as BLAS nrm2 do
 m = max|g| (one min/max reduction, no squares), s = 1 / m, and norm = ||g s|| / s (each g s
 rounds once: ~1e-7 relative in the norm). Compiled, ``g * s`` fuses into the reduction: two reads
 of each gradient, nothing written. Eagerly on a GPU, collect() runs the same function through an
-internal torch.compile (one compile per set of gradient shapes); eagerly on a CPU (where that
-compile costs seconds per model structure) it runs over chunks of at most 64K elements, so no
-gradient is ever copied whole. Across
-steps each group keeps a BLAS-style pair (scale, sum of squares / scale^2) in float32: norms from
-1e-30 to 1e30 neither overflow nor underflow.
+internal torch.compile (one compile per set of gradient shapes). Eagerly on a CPU (where that
+compile costs seconds per model structure, and reading a number is free) it keeps plain float32
+``_foreach_norm`` results where they are exact and recomputes the rest scaled, over chunks of
+at most 64K elements, so no gradient is ever copied whole. Across steps each group keeps a
+BLAS-style pair (scale, sum of squares / scale^2) in float32: norms from 1e-30 to 1e30 neither
+overflow nor underflow.
 
 torch.compile: collect() has no ``.item()`` and no graph break. Every accumulator is a float32 or
 int64 tensor with at least one dimension, never a 0-d float64 one (torch.compile silently drops
