@@ -11,6 +11,19 @@ from torch import Tensor
 
 _T = TypeVar("_T", Tensor, Tensor | None)
 
+
+def all_distinct(tensors: list[Tensor]) -> bool:
+    """No tensor object appears twice. Pairwise ``is`` rather than a set of ``id()``s: Dynamo
+    traces ``is`` between tensors on every supported torch, while ``id()`` of a tensor made
+    inside the compiled region is a graph break before torch 2.13 (seen on 2.11: 'call_id()
+    not supported for sourceless TensorVariable'), which fullgraph=True turns into an error."""
+    for i, t in enumerate(tensors):
+        for u in tensors[:i]:
+            if t is u:
+                return False
+    return True
+
+
 def plainly_valid(host: Tensor, seed: Tensor, coefs: tuple[Tensor, ...],
                   incubate: Tensor | None, seed_input: Tensor | None = None) -> bool:
     """A cheap yes for the common call: all floating tensors on host's device, seed (and
@@ -40,7 +53,7 @@ def plainly_valid(host: Tensor, seed: Tensor, coefs: tuple[Tensor, ...],
         if incubate is not None and not (incubate.dtype == torch.bool and incubate.numel() == 1
                                          and incubate.dim() <= 1 and incubate.device == device):
             return False
-        return len({id(t) for t in seen}) == len(seen)
+        return all_distinct(seen)
     except (AttributeError, TypeError):  # not a tensor: the full checks say what it is
         return False
 
@@ -131,7 +144,7 @@ def distinct(*tensors: _T) -> tuple[_T, ...]:
     is nn.Identity returns host itself); a view is a separate input with the same values, and
     autograd sums the two gradients as it would for the repeated tensor."""
     present = [t for t in tensors if t is not None]
-    if len({id(t) for t in present}) == len(present):  # the common case, checked cheaply
+    if all_distinct(present):  # the common case, checked cheaply
         return tensors
     seen: list[Tensor] = []
     out = []

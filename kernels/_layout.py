@@ -110,6 +110,14 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def cast_output(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """``t`` in ``dtype``; ``t`` itself, not a no-op ``t.to(dtype)``, when it already has it.
+    For the output of an autograd.Function's forward traced by torch.compile: on torch 2.11 a
+    forward returning a no-op ``.to()`` of its own intermediate gave every input an all-zero
+    gradient, silently (seen with aot_eager and Inductor; torch 2.13 is right either way)."""
+    return t.to(dtype) if t.dtype != dtype else t
+
+
 def broadcast_view(coef: Tensor, ndim: int, dtype: torch.dtype) -> Tensor:
     """alpha/gate as a [1 or B, 1, ..., 1] tensor of ``ndim`` dims (0-d for a 0-d host)."""
     shape = (coef.numel(),) + (1,) * (ndim - 1) if ndim else ()

@@ -34,6 +34,7 @@ from ._incubate import (
 )
 from ._layout import (
     broadcast_view,
+    cast_output,
     compute_dtype,
     flat,
     geometry,
@@ -379,7 +380,7 @@ class BlendLerpFormulas(torch.autograd.Function):
         _save_inputs(ctx, host, seed, alpha, gate, incubate)
         c = compute_dtype(host.dtype)
         y = torch.lerp(host.to(c), seed.to(host.dtype).to(c), _weight_torch(host, alpha, gate))
-        return where_incubating(incubate, host, y.to(host.dtype))
+        return where_incubating(incubate, host, cast_output(y, host.dtype))
 
     @staticmethod
     @torch.autograd.function.once_differentiable

@@ -29,6 +29,7 @@ from ._incubate import (
 )
 from ._layout import (
     broadcast_view,
+    cast_output,
     compute_dtype,
     flat,
     geometry,
@@ -357,7 +358,7 @@ class BlendMultiplyFormulas(torch.autograd.Function):
         ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
         t = _tanh_torch(host, seed, seed_input)
         a = broadcast_view(alpha, host.dim(), t.dtype).clamp(0, 1)
-        y = (host.to(t.dtype) * (1 + a * t)).to(host.dtype)
+        y = cast_output(host.to(t.dtype) * (1 + a * t), host.dtype)
         return where_incubating(incubate, host, y)
 
     @staticmethod
