@@ -23,6 +23,7 @@ would raise or fall back to eager.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import types
 from collections import OrderedDict
@@ -42,6 +43,25 @@ except ImportError:  # pragma: no cover - other torch versions: dropping the fun
     _reset_code = None  # type: ignore[assignment]
 
 
+# Older torch (2.11 seen): torch.compile has no recompile_limit argument, and Dynamo's recursive
+# dict-tag guards skip every parameter's tensor guards while the module's dicts are unchanged,
+# so a compiled model does not recompile when a parameter's requires_grad flips. The graph's
+# gradients stay right (the autograd engine skips frozen parameters), but what was read at trace
+# time (the grad-flow probe's "no seed parameter requires grad") goes stale. Torch 2.13 guards
+# requires_grad by default. Both are set per call, where Dynamo reads them (when it compiles).
+_COMPILE_TAKES_RECOMPILE_LIMIT = "recompile_limit" in inspect.signature(torch.compile).parameters
+_DICT_TAG_GUARDS = bool(getattr(torch._dynamo.config, "use_recursive_dict_tags_for_guards", False))
+
+
+def _split_compile_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    """(what torch.compile takes, the Dynamo config to patch around each call)."""
+    kwargs = dict(kwargs)
+    config = {"use_recursive_dict_tags_for_guards": False} if _DICT_TAG_GUARDS else {}
+    if not _COMPILE_TAKES_RECOMPILE_LIMIT and "recompile_limit" in kwargs:
+        config["recompile_limit"] = kwargs.pop("recompile_limit")
+    return kwargs, config
+
+
 class CompileBudgetError(RuntimeError):
     """One slot structure needs more compiled graphs than the recompile limit allows."""
 
@@ -57,7 +77,15 @@ class _Structure:
         code = _call.__code__.replace(co_name=f"esper_slot_structure_{serial}")
         self.key = key
         self.function = types.FunctionType(code, _call.__globals__, code.co_name)
-        self.compiled: Callable[..., Any] = torch.compile(self.function, **compile_kwargs)
+        kwargs, config = _split_compile_kwargs(compile_kwargs)
+        compiled = torch.compile(self.function, **kwargs)
+        if config:
+            def call(*args, **kw):
+                with torch._dynamo.config.patch(**config):
+                    return compiled(*args, **kw)
+            self.compiled: Callable[..., Any] = call
+        else:
+            self.compiled = compiled
 
     def entries(self) -> list:
         return torch._dynamo.eval_frame._debug_get_cache_entry_list(self.function.__code__)

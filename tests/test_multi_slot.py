@@ -17,7 +17,7 @@ from torch._dynamo.utils import counters
 import esper_slot
 from esper_slot import BlendMode, CompileBudgetError, SeedSlot, Stage
 from tests.slot_models import MultiSlotCnn, TinyGpt
-from tests.twins import TOLERANCE, CountingBackend, Twins, slots_of
+from tests.twins import TOLERANCE, CountingBackend, Twins, slots_of, torch_compile
 
 MODES = list(BlendMode)
 
@@ -39,7 +39,7 @@ def _fresh_dynamo():
 
 
 def plain_compile(backend="aot_eager", **kwargs):
-    return lambda m: torch.compile(m, fullgraph=True, backend=backend, **kwargs)
+    return lambda m: torch_compile(m, fullgraph=True, backend=backend, **kwargs)
 
 
 def slot_compile(backend="aot_eager", **kwargs):

@@ -21,7 +21,7 @@ import esper_slot
 from esper_slot import BlendMode, LifecycleError
 from esper_slot.lifecycle import ALLOWED_FROM
 from tests.slot_models import MultiSlotMlp
-from tests.twins import Twins, slots_of
+from tests.twins import Twins, slots_of, torch_compile
 
 pytestmark = pytest.mark.backend_independent
 
@@ -134,7 +134,7 @@ class ThreeSlots(RuleBasedStateMachine):
 # compiles about three times faster than aot_eager, which buys longer random walks (AOT autograd
 # of the same graphs is covered by test_multi_slot.py).
 class UnderTorchCompile(ThreeSlots):
-    compile_fn = staticmethod(lambda m: torch.compile(m, fullgraph=True, backend="eager",
+    compile_fn = staticmethod(lambda m: torch_compile(m, fullgraph=True, backend="eager",
                                                       recompile_limit=64))
 
 

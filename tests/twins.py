@@ -5,6 +5,7 @@ gradient of a train step, then an eval pass)."""
 from __future__ import annotations
 
 import copy
+import inspect
 
 import torch
 from torch import nn
@@ -33,6 +34,21 @@ class CountingBackend:
 
         run._boxed_call = getattr(compiled, "_boxed_call", False)  # keep the calling convention
         return run
+
+
+def torch_compile(model, *, recompile_limit: int | None = None, **kwargs):
+    """torch.compile(model, recompile_limit=..., **kwargs) on every supported torch: where
+    torch.compile has no recompile_limit argument (torch 2.11), the limit is Dynamo's config,
+    set around each call (Dynamo reads it when a call compiles)."""
+    if recompile_limit is None or "recompile_limit" in inspect.signature(torch.compile).parameters:
+        extra = {} if recompile_limit is None else {"recompile_limit": recompile_limit}
+        return torch.compile(model, **kwargs, **extra)
+    compiled = torch.compile(model, **kwargs)
+
+    def call(*args, **kw):
+        with torch._dynamo.config.patch(recompile_limit=recompile_limit):
+            return compiled(*args, **kw)
+    return call
 
 
 def recorded(model: nn.Module) -> list[torch.Tensor]:
