@@ -49,6 +49,67 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def targets(result: dict) -> list[tuple[str, bool | None, str]]:
+    """The GPU issue's targets, each as (target, met, the numbers behind the verdict); met is
+    None where the run holds no row for it. Read from the rows as measured, nothing else."""
+    import statistics
+
+    rows, copy, out = result["rows"], result["copy_gbps"], []
+
+    def pct(r):
+        return 100 * r["ours_gbps"] / copy
+
+    for op in sorted({r["op"] for r in rows} - {"ste"}):
+        big = [r for r in rows if r["op"] == op and r["numel"] >= 2**24 and r["ours_gbps"]]
+        if not big:
+            out.append((f"{op}: >= 90% of copy (median), no row < 75%, >= 16M", None, "no rows"))
+            continue
+        med, low = statistics.median(pct(r) for r in big), min(big, key=pct)
+        out.append((f"{op}: >= 90% of copy (median), no row < 75%, >= 16M",
+                    med >= 90 and pct(low) >= 75,
+                    f"median {med:.0f}%, lowest {pct(low):.0f}% ({low['dtype']} "
+                    f"{low['numel']:,} {low['pass']}), {len(big)} rows"))
+    for op in sorted({r["op"] for r in rows}):
+        fb = [r for r in rows if r["op"] == op and r["pass"] == "fwd+bwd" and r["numel"] >= 2**20]
+        worst = min(fb, key=lambda r: r["eager_ms"] / r["ours_ms"]) if fb else None
+        out.append((f"{op}: fwd+bwd >= 1.5x eager formulas, >= 1M",
+                    None if worst is None else worst["eager_ms"] / worst["ours_ms"] >= 1.5,
+                    "no rows" if worst is None else
+                    f"lowest {worst['eager_ms'] / worst['ours_ms']:.2f}x ({worst['dtype']} "
+                    f"{worst['numel']:,})"))
+    for op in sorted({r["op"] for r in rows}):
+        mine = [r for r in rows if r["op"] == op]
+        worst = min(mine, key=lambda r: r["compiled_ms"] / r["ours_ms"])
+        ratio = worst["compiled_ms"] / worst["ours_ms"]
+        out.append((f"{op}: never > 5% slower than torch.compile of the formulas",
+                    ratio >= 1 / 1.05, f"lowest {ratio:.2f}x ({worst['dtype']} "
+                    f"{worst['numel']:,} {worst['pass']})"))
+    for op in sorted({r["op"] for r in rows}):
+        small = [r for r in rows if r["op"] == op and r["numel"] == 2**18]
+        worst = min(small, key=lambda r: r["eager_ms"] / r["ours_ms"]) if small else None
+        out.append((f"{op}: eager at 256K not slower than the eager formulas",
+                    None if worst is None else worst["eager_ms"] >= worst["ours_ms"],
+                    "no rows" if worst is None else
+                    f"lowest {worst['eager_ms'] / worst['ours_ms']:.2f}x ({worst['dtype']} "
+                    f"{worst['pass']})"))
+    for e in result["e2e"]:
+        if e.get("compiled_ms") is None:
+            continue
+        out.append((f"e2e {e['model']} {e.get('size', '-')}: compiled step <= compiled formulas",
+                    e["ours_compiled_ms"] <= e["compiled_ms"],
+                    f"{e['ours_compiled_ms']:.3f} vs {e['compiled_ms']:.3f} ms "
+                    f"({e['compiled_ms'] / e['ours_compiled_ms']:.3f}x)"))
+    return out
+
+
+def targets_markdown(result: dict) -> str:
+    verdict = {True: "met", False: "NOT met", None: "not measured"}
+    lines = ["", "Targets (the GPU issue's), from the rows above:", "",
+             "| target | verdict | measured |", "|---|---|---|"]
+    lines += [f"| {t} | {verdict[ok]} | {why} |" for t, ok, why in targets(result)]
+    return "\n".join(lines) + "\n"
+
+
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -84,6 +145,8 @@ def write(result: dict, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     table = markdown(result)
+    if result.get("device_type") == "cuda":  # the targets are a GPU's
+        table += targets_markdown(result)
     out.with_suffix(".md").write_text(table)
     plot(result, out.with_suffix(".png"))
     return table
