@@ -58,3 +58,35 @@ def test_end_to_end_target_per_model_and_size():
     assert v["e2e cnn big: compiled step <= compiled formulas"][0] is True
     assert v["e2e transformer big: compiled step <= compiled formulas"][0] is False
     assert not any("small" in t for t in v)
+
+
+def test_ncu_csv_is_tabulated_from_the_second_call(tmp_path):
+    """bench.ncu_cases.parse on a CSV in ncu's --csv layout (one row per launch and metric, with
+    ==PROF== lines mixed in): the later half of the launches, summed per case, against the
+    floor; a case with no file or an odd launch count says so instead of guessing."""
+    from bench import ncu_cases
+
+    header = ('"ID","Process ID","Process Name","Host Name","Kernel Name","Context","Stream",'
+              '"Block Size","Grid Size","Device","CC","Section Name","Metric Name","Metric Unit",'
+              '"Metric Value"\n')
+
+    def rows(launch, name, ns, read, write):
+        common = (f'"{launch}","1","python3","h","{name}","1","7","(128, 1, 1)","(9, 1, 1)",'
+                  '"0","9.0",')
+        return "".join(f'{common}"Command line profiler metrics","{m}","{u}","{v:,}"\n'
+                       for m, u, v in (("dram__bytes_read.sum", "byte", read),
+                                       ("dram__bytes_write.sum", "byte", write),
+                                       ("gpu__time_duration.sum", "nsecond", ns)))
+
+    floor = 6 * ncu_cases.NUMEL * 4  # add fwd+bwd: 6 tensors
+    text = ("==PROF== Connected to process 1\n" + header
+            + rows(0, "_fwd_kernel", 999, 1, 1) + rows(1, "_bwd_kernel", 999, 1, 1)
+            + rows(2, "_fwd_kernel", 100_000, floor // 2, floor // 4)
+            + rows(3, "_bwd_kernel", 100_000, floor // 4, 0) + "==PROF== Disconnected\n")
+    (tmp_path / ncu_cases.file_name("add fwd+bwd")).write_text(text)
+    (tmp_path / ncu_cases.file_name("gate fwd")).write_text(
+        header + rows(0, "_fwd_kernel", 1, 1, 1))
+    table = ncu_cases.parse(str(tmp_path))
+    line = next(x for x in table.splitlines() if x.startswith("| add fwd+bwd |"))
+    assert "_fwd_kernel + _bwd_kernel | 200.0 |" in line and "| 1.000 |" in line
+    assert "1 launches in gate_fwd.csv" in table and "0 launches in add_fwd.csv" in table
