@@ -8,7 +8,7 @@
 #                                     #   then Nsight Compute per op, then the compiled-step and
 #                                     #   telemetry benches
 # Modes "ncu" and "extra" run call 3's last two parts alone. Each part has its own time limit
-# (seconds, overridable: TESTS_S, SANITIZE_S, BENCH_S, E2E_S, NCU_S, EXTRA_S) so that a slow
+# (seconds, overridable: CUDA_S, TESTS_S, SANITIZE_S, BENCH_S, E2E_S, NCU_S, EXTRA_S) so that a slow
 # part cannot take the rest of the call with it, and the bench keeps every finished case in
 # $OUT/<device>.partial.json. To resume in a later call, copy that file (from the fetched files)
 # to bench/results/ before the call: it travels with the working tree, and bench/e2e find it.
@@ -43,7 +43,11 @@ resume_from() {  # carry a partial bench file from bench/results/ into $out
   fi
 }
 if [[ $what == tests ]]; then
-  step pytest "${TESTS_S:-330}" python3 -m pytest tests -q -p no:cacheprovider -rs -x --maxfail=25
+  # the CUDA tests first and alone (the reason for the call), then the rest spread over the
+  # machine's cores with pytest-xdist (installed there), where compiling dominates
+  step pytest_cuda "${CUDA_S:-200}" python3 -m pytest tests -m cuda -q -p no:cacheprovider -rs
+  step pytest_rest "${TESTS_S:-240}" python3 -m pytest tests -m "not cuda" -q -p no:cacheprovider \
+    -rs -n 8 --maxfail=25
   # memcheck instruments every kernel launch: small CUDA cases only
   step sanitize "${SANITIZE_S:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 \
     python3 -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_determinism.py \
