@@ -6,8 +6,6 @@ device the package is for, where eager and compiled run different kernels."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn
@@ -16,7 +14,7 @@ from torch._dynamo.utils import counters
 import esper_slot
 from esper_slot import BlendMode, Stage
 from tests.slot_models import MultiSlotCnn, TinyGpt
-from tests.twins import Twins, slots_of
+from tests.twins import Twins, bf16_autocast_sgd_matches, slots_of
 
 DEVICE = "cuda"
 MODES = list(BlendMode)
@@ -118,24 +116,5 @@ def test_bf16_autocast_steps_match_eager():
         model.slots[i].step()
     model.slots[2].step()
     model.slots[2].fossilize()
-    twin = copy.deepcopy(model)
-    compiled = inductor(twin)
-    x = torch.randn(8, 3, 16, 16, device=DEVICE)
-    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, twin)]
-    for _ in range(3):
-        losses = []
-        for net, opt in zip((model, compiled), opts):
-            opt.zero_grad()
-            with torch.autocast(DEVICE, dtype=torch.bfloat16):
-                y = net(x)
-            assert y.dtype == torch.bfloat16
-            loss = y.float().square().mean()
-            loss.backward()
-            assert all(p.grad.dtype == torch.float32
-                       for p in net.parameters() if p.grad is not None)
-            opt.step()
-            losses.append(loss.detach())
-        torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=1e-3)
-    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    bf16_autocast_sgd_matches(model, inductor, torch.randn(8, 3, 16, 16, device=DEVICE))
     assert not counters["graph_break"]

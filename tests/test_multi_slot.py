@@ -17,7 +17,14 @@ from torch._dynamo.utils import counters
 import esper_slot
 from esper_slot import BlendMode, CompileBudgetError, SeedSlot, Stage
 from tests.slot_models import MultiSlotCnn, TinyGpt
-from tests.twins import TOLERANCE, CountingBackend, Twins, slots_of, torch_compile
+from tests.twins import (
+    TOLERANCE,
+    CountingBackend,
+    Twins,
+    bf16_autocast_sgd_matches,
+    slots_of,
+    torch_compile,
+)
 
 MODES = list(BlendMode)
 
@@ -384,26 +391,7 @@ def test_bf16_autocast_training_matches_eager():
         model.slots[i].step()
     model.slots[2].step()  # the 2-step ramp ends at 1.0
     model.slots[2].fossilize()
-    twin = copy.deepcopy(model)
-    compiled = torch.compile(twin, fullgraph=True, backend="aot_eager")
-    x = torch.randn(4, 3, 8, 8)
-    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, twin)]
-    for _ in range(3):
-        losses = []
-        for net, opt in zip((model, compiled), opts):
-            opt.zero_grad()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                y = net(x)
-            assert y.dtype == torch.bfloat16
-            loss = y.float().square().mean()
-            loss.backward()
-            assert all(p.grad.dtype == torch.float32
-                       for p in net.parameters() if p.grad is not None)
-            opt.step()
-            losses.append(loss.detach())
-        torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=1e-3)
-    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
+    bf16_autocast_sgd_matches(model, plain_compile(), torch.randn(4, 3, 8, 8))
     assert not counters["graph_break"]
 
 

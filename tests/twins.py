@@ -111,3 +111,28 @@ class Twins:
     def check(self) -> None:
         self.train_step()
         self.eval_pass()
+
+
+def bf16_autocast_sgd_matches(model: nn.Module, compile_fn, x: torch.Tensor, steps: int = 3):
+    """Three SGD steps under bfloat16 autocast on ``model`` and on a compiled deep copy (made by
+    ``compile_fn``): outputs are bfloat16, float32 parameters get float32 gradients, and losses
+    and parameters agree to bfloat16 precision."""
+    twin = copy.deepcopy(model)
+    compiled = compile_fn(twin)
+    opts = [torch.optim.SGD(m.parameters(), lr=0.05) for m in (model, twin)]
+    for _ in range(steps):
+        losses = []
+        for net, opt in zip((model, compiled), opts):
+            opt.zero_grad()
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                y = net(x)
+            assert y.dtype == torch.bfloat16
+            loss = y.float().square().mean()
+            loss.backward()
+            assert all(p.grad.dtype == torch.float32
+                       for p in net.parameters() if p.grad is not None)
+            opt.step()
+            losses.append(loss.detach())
+        torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=1e-3)
+    for (name, a), b in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(b, a, rtol=2e-2, atol=2e-3, msg=name)
