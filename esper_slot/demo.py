@@ -94,6 +94,52 @@ def host_outputs_unchanged(model, x) -> bool:
         return torch.equal(model(x), model.block2(model.block1(x)))
 
 
+def host_control(model: nn.Module, opt: torch.optim.Optimizer, **compile_kwargs):
+    """The host-only control arm, forked from ``model`` and ``opt`` before germination:
+    (control model, its esper_slot.compile wrapper, its optimizer).
+
+    It is independent of the seed arm: a deep copy of the model, and an optimizer of the same
+    class and hyperparameters whose state is a deep copy of ``opt``'s. (``load_state_dict`` of
+    another live optimizer's ``state_dict()`` would keep that optimizer's state tensors
+    themselves, wherever dtype and device already match, so every step of either arm would
+    update the other's Adam moments.) It is compiled the same way as the seed arm, so that
+    while the incubator runs (TRAINING) both hosts see bitwise-equal gradients through
+    equally compiled graphs and must train bit-identically.
+    """
+    control = copy.deepcopy(model)
+    control_opt = type(opt)(control.parameters(), **opt.defaults)
+    control_opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    return control, es.compile(control, **compile_kwargs), control_opt
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer):
+    for state in opt.state.values():
+        yield from (v for v in state.values() if torch.is_tensor(v))
+
+
+def shared_optimizer_storage(a: torch.optim.Optimizer, b: torch.optim.Optimizer) -> int:
+    """How many of ``a``'s state tensors share storage with one of ``b``'s (0 when the two
+    optimizers are independent)."""
+    storages = {t.untyped_storage().data_ptr() for t in _optimizer_tensors(b) if t.numel()}
+    return sum(t.untyped_storage().data_ptr() in storages for t in _optimizer_tensors(a)
+               if t.numel())
+
+
+def host_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The host's parameters and buffers (everything outside the SeedSlots), by name."""
+    slots = tuple(name + "." for name, m in model.named_modules() if isinstance(m, es.SeedSlot))
+    return {name: t for name, t in [*model.named_parameters(), *model.named_buffers()]
+            if not name.startswith(slots)}
+
+
+def host_trained_identically(model: nn.Module, control: nn.Module) -> bool:
+    """Every host parameter and buffer (BatchNorm statistics included) of ``model`` equals the
+    control's, bit for bit."""
+    mine, theirs = host_state(model), host_state(control)
+    return mine.keys() == theirs.keys() and all(
+        torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def parse(argv):
     parser = argparse.ArgumentParser(prog="esper-slot-demo", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (under a "
@@ -128,6 +174,9 @@ class Run:
         "step": [], "loss": [], "alpha": [], "eval_step": [], "accuracy": [], "control": []})
     boundaries: list[int] = field(default_factory=list)
     model: DigitsNet | None = None
+    control: nn.Module | None = None
+    optimizers: tuple[torch.optim.Optimizer, ...] = ()  # (seed arm's, control's)
+    host_identical_in_training: bool = False
     checks_ok: bool = True
 
     @property
@@ -153,10 +202,14 @@ def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
     generator = torch.Generator(device="cpu").manual_seed(1 + repeat)
     run = Run(model=model)
     history = run.history
-    control_model: nn.Module | None = None  # the host-only arm (eager), from germination on
+    control_model: nn.Module | None = None  # the host-only arm, from germination on
+    control_step: nn.Module | None = None  # its esper_slot.compile wrapper
     control_opt: torch.optim.Optimizer | None = None
+    control_graphs = 0  # graphs the control arm compiled (the table counts the seed arm's)
 
     def run_stage(stage: str, before_step=None):
+        nonlocal control_graphs
+        control_graphs_before = control_graphs
         graphs_before = counters["stats"]["unique_graphs"]
         start = time.perf_counter()
         bar = tqdm(range(steps[stage]), desc=f"{stage:10s}", unit="step", leave=False,
@@ -170,11 +223,13 @@ def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
             loss.backward()
             telemetry.collect()
             opt.step()
-            if control_model is not None and control_opt is not None:
+            if control_step is not None and control_opt is not None:
+                before_control = counters["stats"]["unique_graphs"]
                 control_opt.zero_grad(set_to_none=True)
-                nn.functional.cross_entropy(control_model(x_train[idx]),
+                nn.functional.cross_entropy(control_step(x_train[idx]),
                                             y_train[idx]).backward()
                 control_opt.step()
+                control_graphs += counters["stats"]["unique_graphs"] - before_control
             history["step"].append(len(history["step"]))
             history["loss"].append(loss.item())
             history["alpha"].append(model.slot.alpha.item())
@@ -199,7 +254,8 @@ def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
             "control": control_acc, "contribution": contribution,
             "alpha": model.slot.alpha.item(), "seconds": seconds,
             "ratio": grads.ratio if grads.seed_param_count else None,
-            "graphs": counters["stats"]["unique_graphs"] - graphs_before,
+            "graphs": (counters["stats"]["unique_graphs"] - graphs_before
+                       - (control_graphs - control_graphs_before)),
             "grad_flow": ("n/a (no seed)" if not flow.expected else "ok" if flow.ok
                           else f"BLOCKED ({flow.blocked_steps} steps)")})
         run.boundaries.append(len(history["step"]))
@@ -214,9 +270,8 @@ def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
     run_stage("DORMANT")
     probe = x_test[:256]
     before = evaluate_outputs(model, probe)
-    control_model = copy.deepcopy(model)
-    control_opt = torch.optim.Adam(control_model.parameters(), lr=3e-3)
-    control_opt.load_state_dict(opt.state_dict())
+    control_model, control_step, control_opt = host_control(model, opt, fullgraph=True)
+    run.control, run.optimizers = control_model, (opt, control_opt)
     model.slot.germinate(SEED_FACTORY, seed_kwargs={"channels": model.slot.channels})
     seed = model.slot.seed
     assert seed is not None
@@ -234,11 +289,16 @@ def run_lifecycle(data, steps, device, repeat: int, freeze_seed: bool = False,
     learned = "the seed learned" if moved > 0 else "the seed did NOT learn (frozen?)"
     say(f"TRAINING: host outputs unchanged by the seed: {unchanged}; {learned} "
         f"(parameter change {moved:.3f})")
+    # The incubator's promise on the real run: the seed arm's host got the control's gradients
+    # every step, so its parameters, Adam moments and BatchNorm statistics followed bit for bit.
+    run.host_identical_in_training = host_trained_identically(model, control_model)
+    say("TRAINING: the host trained bit-identically to the host-only control: "
+        f"{run.host_identical_in_training}")
     model.slot.start_blending(steps["BLENDING"])
     run_stage("BLENDING", before_step=model.slot.step)
     model.slot.fossilize()
     run_stage("FOSSILIZED")
-    run.checks_ok = same_at_germination and unchanged
+    run.checks_ok = same_at_germination and unchanged and run.host_identical_in_training
     return run
 
 
@@ -319,20 +379,28 @@ def main(argv=None) -> int:
     print(table)
 
     finals = [run.final]
+    repeats_ok = True
+    identical_runs = [run.host_identical_in_training]
     for repeat in range(1, args.repeats):
         start = time.perf_counter()
         other = run_lifecycle(data, steps, device, repeat=repeat,
                               freeze_seed=args.freeze_seed, verbose=False)
         finals.append(other.final)
+        repeats_ok = repeats_ok and other.checks_ok
+        identical_runs.append(other.host_identical_in_training)
         print(f"repeat {repeat + 1}/{args.repeats}: with the seed {other.final[0]:.3f}, "
-              f"host-only {other.final[1]:.3f} ({time.perf_counter() - start:.1f}s)")
+              f"host-only {other.final[1]:.3f}, host bit-identical to the control in TRAINING: "
+              f"{other.host_identical_in_training} ({time.perf_counter() - start:.1f}s)")
     comparison = compare(finals)
     text = format_comparison(comparison)
     print(text, end="")
-    (args.out / "summary.txt").write_text(table + "\n" + text)
+    identity = ("TRAINING: the host trained bit-identically to the host-only control: "
+                f"{run.host_identical_in_training} (first repeat; in all {len(identical_runs)} "
+                f"repeats: {all(identical_runs)})\n")
+    (args.out / "summary.txt").write_text(table + identity + "\n" + text)
     plot(run.history, run.boundaries, list(steps), comparison, args.out / "training.png")
     print(f"wrote {args.out / 'training.png'} and {args.out / 'summary.txt'}")
-    ok = run.checks_ok and identical
+    ok = run.checks_ok and identical and repeats_ok
     if not ok:
         print("FAILED: a check above did not hold", file=sys.stderr)
     return 0 if ok else 1
@@ -359,7 +427,7 @@ def plot(history, boundaries, stages, comparison, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig = plt.figure(figsize=(11, 6))
+    fig = plt.figure(figsize=(11, 6), layout="constrained")
     grid = fig.add_gridspec(2, 2, width_ratios=(3, 1))
     ax_loss = fig.add_subplot(grid[0, 0])
     ax_alpha = fig.add_subplot(grid[1, 0], sharex=ax_loss)
@@ -374,15 +442,19 @@ def plot(history, boundaries, stages, comparison, path: Path) -> None:
     ax_loss.set_ylabel("train loss")
     ax_alpha.plot(history["step"], history["alpha"], color="tab:orange")
     ax_alpha.set_ylabel("alpha")
+    ax_loss.tick_params(labelbottom=False)
     ax_alpha.set_xlabel("step (first repeat)")
     start = 0
     for end, stage in zip(boundaries, stages):
         for ax in (ax_loss, ax_alpha):
             ax.axvline(end, color="grey", lw=0.5)
-        ax_alpha.text((start + end) / 2, 1.05, stage, ha="center", fontsize=8)
+        ax_alpha.text((start + end) / 2, 0.97, stage, ha="center", va="top", fontsize=8,
+                      transform=ax_alpha.get_xaxis_transform())
         start = end
-    ax_loss.legend(loc="upper left")
-    ax_acc.legend(loc="upper right")
+    # one legend above the plot, clear of the curves
+    handles = ax_loss.get_legend_handles_labels()[0] + ax_acc.get_legend_handles_labels()[0]
+    ax_loss.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.02), ncol=3,
+                   frameon=False, fontsize=9)
     # Both arms over the repeats: mean with a standard-deviation error bar, and every repeat.
     for x, key, color in ((0, "seed", "tab:green"), (1, "control", "grey")):
         mean, sd = comparison[key]
@@ -394,7 +466,6 @@ def plot(history, boundaries, stages, comparison, path: Path) -> None:
     ax_arms.set_xlim(-0.6, 1.6)
     ax_arms.set_ylabel("final test accuracy")
     ax_arms.set_title(f"{comparison['n']} repeat(s): {comparison['verdict']}", fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

@@ -336,3 +336,20 @@ def test_fuzzed_records_raise_only_checkpoint_error_and_never_half_apply(mutatio
         assert_unchanged(target, before)
     else:  # a mutation that kept the record valid: it applied whole
         assert target.slot.get_extra_state() == record
+
+
+@pytest.mark.parametrize("stage", [Stage.TRAINING, Stage.BLENDING])
+def test_loading_a_live_models_state_dict_shares_nothing(stage):
+    # Module.load_state_dict(other.state_dict()) between two live models (as several tests do)
+    # copies into the target's own tensors: unlike Optimizer.load_state_dict, nothing is shared.
+    source, target = model_in(stage), model_in(Stage.DORMANT)
+    target.slot.germinate("tiny_mlp", **SEED)
+    target.load_state_dict(source.state_dict())
+    theirs = {t.untyped_storage().data_ptr() for t in source.state_dict().values()
+              if torch.is_tensor(t) and t.numel()}
+    mine = [t for t in target.state_dict().values() if torch.is_tensor(t) and t.numel()]
+    assert mine and not any(t.untyped_storage().data_ptr() in theirs for t in mine)
+    record = target.slot.get_extra_state()
+    assert record == source.slot.get_extra_state()
+    record["seed_kwargs"]["hidden"] = 99  # the records are copies too
+    assert source.slot.seed_kwargs["hidden"] == 8 and target.slot.seed_kwargs["hidden"] == 8
