@@ -6,6 +6,8 @@ BLENDING. Variants, each torch.compile(fullgraph=True) with Inductor:
 
 - ours, formulas: SeedSlot, the operators' compile path "formulas" (the default);
 - ours, opaque: SeedSlot with kernels.set_compile_path("opaque") (the registered ops);
+- ours, regions: SeedSlot under esper_slot.compile(model, regions=[model]) (the model is one
+  region, so its graph specialises on the slots' stage: stage_graphs);
 - compiled formulas: esper-lite's slot written as plain formulas (STE h + (s - s.detach()) in
   TRAINING, lerp / multiply / gate blends after), the baseline.
 
@@ -24,13 +26,21 @@ from pathlib import Path
 
 import torch
 
+import esper_slot as es
 from bench import e2e
 from bench.__main__ import device_name
 from kernels._backend import compile_path, set_compile_path
 
-VARIANTS = {"ours, formulas": (e2e.SeedSlot, "formulas"),
-            "ours, opaque": (e2e.SeedSlot, "opaque"),
-            "compiled formulas": (e2e.FormulaSlot, "formulas")}
+
+def _regions(model):
+    return es.compile(model, regions=[model], fullgraph=True)  # the model is one region
+
+
+# variant: (slot class, compile path, how the model is compiled: None = torch.compile)
+VARIANTS = {"ours, formulas": (e2e.SeedSlot, "formulas", None),
+            "ours, opaque": (e2e.SeedSlot, "opaque", None),
+            "ours, regions": (e2e.SeedSlot, "formulas", _regions),
+            "compiled formulas": (e2e.FormulaSlot, "formulas", None)}
 
 
 @contextmanager
@@ -45,10 +55,10 @@ def using(path: str):
 
 def measure(name: str, stage: str, device, rounds: int) -> dict:
     steps, peaks = {}, {}
-    for variant, (slot_cls, path) in VARIANTS.items():
+    for variant, (slot_cls, path, compile_fn) in VARIANTS.items():
         model, x, labels = e2e.build(name, slot_cls, device, big=device.type == "cuda",
                                      stage=stage)
-        step = e2e.training_step(model, x, labels, True, device)
+        step = e2e.training_step(model, x, labels, True, device, compile_fn)
         with using(path):
             step()  # compile
             if device.type == "cuda":
@@ -85,20 +95,22 @@ def main(argv=None):
     torch._dynamo.config.recompile_limit = 64  # several variants share the models' code
     lines = [f"Device: {device_name(device)}; torch {torch.__version__}; Inductor; "
              f"{args.rounds} interleaved rounds, median ms per training step.", "",
-             "| model | slots in | ours, formulas | ours, opaque | compiled formulas | "
-             "ours / compiled formulas (speed) | opaque / compiled formulas |",
-             "|---|---|---:|---:|---:|---:|---:|"]
+             "| model | slots in | ours, formulas | ours, opaque | ours, regions | "
+             "compiled formulas | ours / compiled formulas (speed) | opaque / compiled "
+             "formulas | regions / compiled formulas |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in ("cnn", "transformer"):
         for stage in ("TRAINING", "BLENDING"):
             r = measure(name, stage, device, args.rounds)
             ms = r["ms"]
             base = ms["compiled formulas"]
             lines.append(f"| {name} | {stage} | {ms['ours, formulas']:.3f} | "
-                         f"{ms['ours, opaque']:.3f} | {base:.3f} | "
-                         f"{base / ms['ours, formulas']:.3f} | {base / ms['ours, opaque']:.3f} |")
+                         f"{ms['ours, opaque']:.3f} | {ms['ours, regions']:.3f} | {base:.3f} | "
+                         f"{base / ms['ours, formulas']:.3f} | {base / ms['ours, opaque']:.3f} | "
+                         f"{base / ms['ours, regions']:.3f} |")
             if r["peak_mb"]:
                 lines.append("| | peak MB | " + " | ".join(
-                    f"{r['peak_mb'][v]:.1f}" for v in VARIANTS) + " | | |")
+                    f"{r['peak_mb'][v]:.1f}" for v in VARIANTS) + " | | | |")
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -112,8 +112,11 @@ def build(name: str, slot_cls, device, big: bool = False, stage: str = "BLENDING
     return model, x.to(device), torch.randint(0, 10, (x.shape[0],), device=device)
 
 
-def training_step(model, x, labels, compiled: bool, device):
-    forward = torch.compile(model, fullgraph=True) if compiled else model
+def training_step(model, x, labels, compiled: bool, device, compile_fn=None):
+    """One training step as a closure: ``compile_fn(model)`` (else torch.compile fullgraph when
+    ``compiled``, else eager) in bfloat16 autocast on CUDA."""
+    forward = (compile_fn(model) if compile_fn is not None
+               else torch.compile(model, fullgraph=True) if compiled else model)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 

@@ -9,6 +9,7 @@
     telemetry = GradientTelemetry(model); telemetry.collect(); telemetry.read()  # per-slot grads
     save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
     step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
+    step_fn = esper_slot.compile(model, regions=Block, fullgraph=True)  # a block per event
 """
 
 __version__ = "0.1.0"  # the single source: pyproject.toml reads it (tool.setuptools.dynamic)
@@ -21,13 +22,15 @@ from .checkpoint import (
     save_checkpoint,
     strip_wrapper_prefixes,
 )
-from .compiled import CompileBudgetError, SlotCompiledModule, compile
+from .compile_api import compile
+from .compiled import CompileBudgetError, SlotCompiledModule
 from .counterfactual import ablated
 from .extra_state import SCHEMA_VERSION, CheckpointError
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
 from .migration import migrate_extra_state
+from .regions import RegionCompiledModule
 from .registry import register_seed, registered_seeds
 from .slot import SeedSlot
 from .telemetry import GradientTelemetry, SlotGradientStats
@@ -42,6 +45,7 @@ __all__ = [
     "GradFlowStatus",
     "GradientTelemetry",
     "LifecycleError",
+    "RegionCompiledModule",
     "SeedSlot",
     "SlotCompiledModule",
     "SlotGradientStats",

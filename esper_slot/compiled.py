@@ -24,6 +24,7 @@ would raise or fall back to eager.
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import types
 from collections import OrderedDict
@@ -32,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from .slot import named_slots, structure_generation
 
@@ -70,13 +72,29 @@ def _call(module, *args, **kwargs):
     return module(*args, **kwargs)
 
 
-class _Structure:
-    """The compiled function of one slot structure (its own code object, so its own cache)."""
+def compiled_graphs() -> int:
+    """Graphs Dynamo has compiled in this process: it moves only when some call compiled."""
+    return counters["stats"]["unique_graphs"]
 
-    def __init__(self, key: tuple, serial: int, compile_kwargs: dict):
-        code = _call.__code__.replace(co_name=f"esper_slot_structure_{serial}")
+
+# Numbers the functions' code objects process-wide: Dynamo keeps per-function state by code
+# name (its automatic-dynamic shape record among it), so two wrappers' functions named alike
+# would make each other's input shapes look dynamic, and compile slower symbolic-shape graphs.
+_serials = itertools.count(1)
+
+
+class _Structure:
+    """The compiled function of one slot structure (its own code object, so its own cache and
+    its own recompile budget). ``body`` is what the compiled function runs on its arguments;
+    ``full`` says the cache holds ``limit`` graphs (kept up to date by ``after_compile``)."""
+
+    def __init__(self, key: tuple, compile_kwargs: dict, body=_call, tag: str = "structure"):
+        code = body.__code__.replace(co_name=f"esper_slot_{tag}_{next(_serials)}")
         self.key = key
-        self.function = types.FunctionType(code, _call.__globals__, code.co_name)
+        self.function = types.FunctionType(code, body.__globals__, code.co_name)
+        self.limit = compile_kwargs.get("recompile_limit") or torch._dynamo.config.recompile_limit
+        self.full = False
+        self.compiled_for: set[str] = set()  # regions whose calls compiled graphs here
         kwargs, config = _split_compile_kwargs(compile_kwargs)
         compiled = torch.compile(self.function, **kwargs)
         if config:
@@ -90,9 +108,30 @@ class _Structure:
     def entries(self) -> list:
         return torch._dynamo.eval_frame._debug_get_cache_entry_list(self.function.__code__)
 
+    def after_compile(self) -> None:
+        """Call when a call through this structure may have compiled a graph."""
+        self.full = len(self.entries()) >= self.limit
+
+    def fits(self, module, args, kwargs) -> bool:
+        """Whether a graph in the cache accepts this call (its guards pass)."""
+        frame = {"module": module, "args": args, "kwargs": kwargs}
+        return any(entry.guard_manager.check(frame) for entry in self.entries())
+
     def evict(self) -> None:
         if _reset_code is not None:
             _reset_code(self.function.__code__)
+
+
+def budget_message(where: str, limit: int) -> str:
+    return (
+        f"esper_slot.compile: {where} already has {limit} compiled graphs (the recompile limit) "
+        "and this call fits none of them, so torch.compile would raise FailOnRecompileLimitHit "
+        "or fall back to eager. Slot structure changes do not count here (each structure has "
+        "its own budget): the calls themselves differ, e.g. new input shapes or dtypes, grad "
+        "mode, or frozen parameters. Fix: esper_slot.compile(model, recompile_limit=N) with a "
+        "larger N, or dynamic=True when input shapes vary; TORCH_LOGS=recompiles shows what "
+        "changed."
+    )
 
 
 class SlotCompiledModule(nn.Module):
@@ -109,7 +148,6 @@ class SlotCompiledModule(nn.Module):
         self._structures: OrderedDict[tuple, _Structure] = OrderedDict()
         self._current: _Structure | None = None
         self._generation_seen = -1
-        self._serial = 0
         self.structures_compiled = 0  # structures this wrapper has made a function for
         self.structures_evicted = 0
 
@@ -133,18 +171,22 @@ class SlotCompiledModule(nn.Module):
             self._switch(self.structure_key())
             self._generation_seen = generation
         current = self._current
-        limit = self._compile_kwargs.get("recompile_limit") or torch._dynamo.config.recompile_limit
-        if len(current.entries()) >= limit:
-            self._check_budget(current, limit, args, kwargs)
-        return current.compiled(self._orig_mod, *args, **kwargs)
+        assert current is not None
+        if current.full and not current.fits(self._orig_mod, args, kwargs):
+            raise CompileBudgetError(budget_message("the model's current slot structure",
+                                                    current.limit))
+        before = compiled_graphs()
+        out = current.compiled(self._orig_mod, *args, **kwargs)
+        if compiled_graphs() != before:
+            current.after_compile()
+        return out
 
     def _switch(self, key: tuple) -> None:
         if self._current is not None and self._current.key == key:
             return
         structure = self._structures.pop(key, None)
         if structure is None:
-            self._serial += 1
-            structure = _Structure(key, self._serial, self._compile_kwargs)
+            structure = _Structure(key, self._compile_kwargs)
             self.structures_compiled += 1
         self._structures[key] = structure  # most recent last
         while len(self._structures) > self._keep:
@@ -153,40 +195,3 @@ class SlotCompiledModule(nn.Module):
             self.structures_evicted += 1
             logger.debug("evicted the compiled graphs of slot structure %s", old.key)
         self._current = structure
-
-    def _check_budget(self, structure: _Structure, limit: int, args, kwargs) -> None:
-        """The cache is full: raise if no graph in it fits this call (torch.compile would now
-        recompile past its limit: raise FailOnRecompileLimitHit, or run eager silently)."""
-        frame = {"module": self._orig_mod, "args": args, "kwargs": kwargs}
-        if any(entry.guard_manager.check(frame) for entry in structure.entries()):
-            return
-        raise CompileBudgetError(
-            f"esper_slot.compile: the model's current slot structure already has {limit} "
-            f"compiled graphs (the recompile limit) and this call fits none of them, so "
-            "torch.compile would raise FailOnRecompileLimitHit or fall back to eager. Slot "
-            "structure changes do not count here (each structure has its own budget): the calls "
-            "themselves differ, e.g. new input shapes or dtypes, grad mode, or frozen "
-            "parameters. Fix: esper_slot.compile(model, recompile_limit=N) with a larger N, or "
-            "dynamic=True when input shapes vary; TORCH_LOGS=recompiles shows what changed."
-        )
-
-
-def compile(model: nn.Module, *, keep_structures: int = 2,
-            **torch_compile_kwargs) -> SlotCompiledModule:
-    """torch.compile(model, **torch_compile_kwargs) that survives any number of germinate/prune
-    calls of any number of slots: one compiled function per slot structure, the
-    ``keep_structures`` most recent kept (older ones' graphs evicted).
-
-    Stage changes (TRAINING -> BLENDING -> FOSSILIZED), step(), set_alpha() cost no graph;
-    each germinate()/prune() costs at most one graph per train/eval mode (none when it returns
-    to a kept structure). Raises CompileBudgetError instead of torch's recompile-limit failure
-    or silent eager fallback. Call the result like the model; see SlotCompiledModule.
-    """
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"esper_slot.compile takes an nn.Module, got {type(model).__name__}")
-    if isinstance(keep_structures, bool) or not isinstance(keep_structures, int) or (
-            keep_structures < 1):
-        raise ValueError(f"keep_structures must be an int >= 1, got {keep_structures!r}")
-    if "model" in torch_compile_kwargs:
-        raise ValueError("pass the model as the first argument only")
-    return SlotCompiledModule(model, keep_structures, dict(torch_compile_kwargs))

@@ -56,6 +56,17 @@ from .telemetry import SeedOutputProbe
 TOPOLOGIES = {"cnn": True, "transformer": False}
 
 _last_generation = 0  # the newest SeedSlot.generation handed out, process-wide
+# Whether forward, while torch.compile traces it, may specialise on the stage (see forward):
+# set by esper_slot.compile(regions=...) around its calls; whole-model graphs keep it False.
+_stage_graphs = False
+
+
+def set_stage_graphs(enabled: bool) -> bool:
+    """Let (True) or forbid (False) compiled graphs to specialise on each slot's stage; returns
+    the previous setting. Dynamo guards on it, so graphs made under either setting stay apart."""
+    global _stage_graphs
+    previous, _stage_graphs = _stage_graphs, bool(enabled)
+    return previous
 
 
 def structure_generation() -> int:
@@ -68,6 +79,22 @@ def _next_generation() -> int:
     global _last_generation
     _last_generation += 1
     return _last_generation
+
+
+class _ZeroGradients(torch.autograd.Function):
+    """y = x; the listed parameters get zero gradients (not None) without being used. A
+    stage-specialised TRAINING graph skips a GATE slot's gate network, whose parameters the
+    one-graph form (and eager) give zero gradients: this keeps that contract."""
+
+    @staticmethod
+    def forward(ctx, x, *params):
+        ctx.shapes = [(p.shape, p.dtype, p.device) for p in params]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad, *(torch.zeros(shape, dtype=dtype, device=device)
+                        for shape, dtype, device in ctx.shapes))
 
 
 class SeedSlot(nn.Module):
@@ -116,6 +143,8 @@ class SeedSlot(nn.Module):
         # layer), so the gate is used only where the stages differ.
         self._isolation = "detach"
         self.generation = 0  # unique per structure this slot has had (see structure_generation)
+        self._incubating_stage = False  # stage is TRAINING: host-side mirror of `incubating`
+        self._structure_seen: tuple = (False,)  # compile_structure() when last announced
         self.isolate_training = True  # isolation per stage (the incubator's, and BLENDING's)
         self.isolate_blending = TOPOLOGIES[topology]
         self.prune_scheduled = False  # a ramp-down to 0 ends in prune()
@@ -180,6 +209,8 @@ class SeedSlot(nn.Module):
         if not self._seeded:  # DORMANT or PRUNED (one compiled graph for both)
             return host
         self._check_features(host)
+        if _stage_graphs and torch.compiler.is_compiling():
+            return self._stage_forward(host)
         isolation = self._isolation
         if isolation == "detach":
             seed_input = host.detach()
@@ -237,6 +268,67 @@ class SeedSlot(nn.Module):
             with torch.no_grad():
                 self.seed_output.count.add_(probe)
         return out
+
+    def _stage_forward(self, host: Tensor) -> Tensor:
+        """forward as a graph specialised on the stage (regional compilation only; see
+        set_stage_graphs): the stage and its isolation are Python values here, which Dynamo
+        guards on. TRAINING is ste(host, seed, copy=True) on a seed fed host.detach() where
+        TRAINING isolates (no gradient gate computing the seed's input gradient only to zero it);
+        a GATE slot's gate network is not run, its parameters get zero gradients as in the
+        one-graph form. BLENDING and FOSSILIZED are the blend alone, with the gradient gates
+        that freeze the seed and gate only during a scheduled prune's ramp-down. Values and
+        gradients equal forward's other forms."""
+        incubating = self._incubating_stage
+        isolate = self.isolate_training if incubating else self.isolate_blending
+        seed_input = host.detach() if isolate else host
+        seed_module = self.seed
+        assert seed_module is not None
+        seed = seed_module(seed_input)
+        if self.training:
+            self.grad_flow.record(seed, seed_module)
+            if self.check_seed_output:
+                self.seed_output.record(seed)
+        if incubating:
+            out = kernels.ste(host, seed, copy=True)
+            gate_module = self.gate
+            if gate_module is not None and torch.is_grad_enabled():
+                trainable = [p for p in gate_module.parameters() if p.requires_grad]
+                if trainable:
+                    out = _ZeroGradients.apply(out, *trainable)
+            return out
+        frozen = self.prune_scheduled  # the ramp-down's gradient gates, only while it runs
+        if frozen:
+            seed = gradient_gate(seed, self.seed_frozen)
+        if self._per_sample_override:
+            alpha = self.alpha_override_per_sample.reshape((-1,) + (1,) * (host.dim() - 1))
+        else:
+            alpha = torch.where(self.overriding, self.alpha_override, self.alpha)
+        if torch.is_grad_enabled():
+            alpha = alpha.clone()  # a snapshot for backward, as in forward
+        mode = self._blend
+        if mode == "ADD":
+            return kernels.blend_add(host, seed, alpha)
+        if mode == "MULTIPLY":
+            if isolate:
+                return kernels.blend_multiply_detached(host, seed, alpha)
+            return kernels.blend_multiply(host, seed, alpha, host)
+        gate_module = self.gate
+        assert gate_module is not None
+        gate = gate_module(seed_input)
+        if frozen:
+            gate = gradient_gate(gate, self.seed_frozen)
+        return kernels.blend_gate(host, seed, alpha, gate)
+
+    def compile_structure(self, stage_graphs: bool = True) -> tuple:
+        """What a regionally compiled graph of this slot specialises on: whether it holds a
+        seed, the blend mode, the isolation kind, and with ``stage_graphs`` whether it is in
+        TRAINING, whether the current stage isolates, and whether a scheduled prune ramps
+        down. (The seed's own modules are part of the region's signature.)"""
+        if not self._seeded:
+            return (False,)
+        stage = ((self._incubating_stage, self.isolate_gradients, self.prune_scheduled)
+                 if stage_graphs else ())
+        return (True, self._blend, self._isolation, *stage)
 
     @contextmanager
     def alpha_overridden(self, value):
@@ -497,6 +589,11 @@ class SeedSlot(nn.Module):
     def _enter(self, stage: Stage) -> None:
         """Set the stage and its tensor form (in place: compiled graphs read the new value)."""
         self.stage = stage
+        self._incubating_stage = stage == Stage.TRAINING
+        structure = self.compile_structure()
+        if structure != self._structure_seen:  # regional stage graphs change: tell the
+            self._structure_seen = structure    # wrappers (not `generation`: whole-model
+            _next_generation()                  # graphs stay as they are)
         for flag, value in ((self.incubating, stage == Stage.TRAINING),
                             (self.isolating, self.isolate_gradients),
                             (self.seed_frozen, self.prune_scheduled)):

@@ -13,7 +13,7 @@ from torch._dynamo.utils import counters
 
 import esper_slot
 from esper_slot import BlendMode, Stage
-from tests.slot_models import MultiSlotCnn, TinyGpt
+from tests.slot_models import MultiSlotCnn, TinyGpt, TinyGptBlock
 from tests.twins import Twins, bf16_autocast_sgd_matches, slots_of
 
 DEVICE = "cuda"
@@ -84,13 +84,19 @@ def test_four_cnn_slots_through_their_lifecycles():
     assert not counters["graph_break"]
 
 
-def test_tiny_gpt_slots_in_different_stages():
+def region_inductor(model):
+    """esper_slot.compile by regions: each GPT block compiled on its own, with stage graphs."""
+    return esper_slot.compile(model, regions=TinyGptBlock, fullgraph=True, backend="inductor")
+
+
+@pytest.mark.parametrize("compile_fn", [inductor, region_inductor], ids=["whole", "regions"])
+def test_tiny_gpt_slots_in_different_stages(compile_fn):
     """A GPT-2 block stack with one slot per block (co-adapting transformer slots, so host
     gradients flow through the seeds): slot 0 blending while slot 1 trains, then both blending
-    in different modes."""
+    in different modes; whole-model and regional compilation."""
     model = TinyGpt(n_blocks=2).to(DEVICE)
     idx = torch.randint(0, 32, (4, 8), device=DEVICE)
-    twins = Twins(model, idx, inductor, loss=lambda y: y.logsumexp(-1).mean())
+    twins = Twins(model, idx, compile_fn, loss=lambda y: y.logsumexp(-1).mean())
     seed = nn.Sequential(nn.Linear(16, 16), nn.Tanh()).to(DEVICE)
     twins.germinate(0, seed, blend=MODES[0])
     twins.check()

@@ -6,7 +6,8 @@ isolation choice), step, set_alpha, retarget, schedule_prune, fossilize,
 prune and re-germinate. A call that the slot's stage does not allow must raise LifecycleError on
 both and change nothing. After every rule, a train step (outputs and every parameter gradient)
 and an eval pass must agree. It runs under plain torch.compile (with room for every graph: that
-is where a missing guard would show) and under esper_slot.compile (default config)."""
+is where a missing guard would show), under esper_slot.compile (default config), and under
+esper_slot.compile(regions=SeedSlot) (each slot a region, its graphs specialised per stage)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from torch import nn
 
 import esper_slot
-from esper_slot import BlendMode, LifecycleError
+from esper_slot import BlendMode, LifecycleError, SeedSlot
 from esper_slot.lifecycle import ALLOWED_FROM
 from tests.slot_models import MultiSlotMlp
 from tests.twins import Twins, slots_of, torch_compile
@@ -142,6 +143,13 @@ class UnderEsperSlotCompile(ThreeSlots):
     compile_fn = staticmethod(lambda m: esper_slot.compile(m, fullgraph=True, backend="eager"))
 
 
+class UnderRegions(ThreeSlots):
+    """Each slot its own region, with stage graphs: stage changes specialise its graph."""
+
+    compile_fn = staticmethod(lambda m: esper_slot.compile(m, regions=SeedSlot, fullgraph=True,
+                                                           backend="eager"))
+
+
 # Each germinate/prune compiles a train and an eval graph (about 0.3 s each here). With the
 # forward's identity tests put back (the reported bug), the plain torch.compile machine fails
 # within these examples; the esper_slot.compile machine checks the wrapper on fewer walks.
@@ -150,3 +158,5 @@ TestUnderTorchCompile.settings = settings(max_examples=6, stateful_step_count=12
 TestUnderEsperSlotCompile = UnderEsperSlotCompile.TestCase
 TestUnderEsperSlotCompile.settings = settings(max_examples=3, stateful_step_count=12,
                                               deadline=None)
+TestUnderRegions = UnderRegions.TestCase
+TestUnderRegions.settings = settings(max_examples=3, stateful_step_count=12, deadline=None)
