@@ -70,7 +70,8 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
             continue
         if slot.seed is None:
             added.update(_meta_shapes(registry.build,
-                                      (record["seed_factory"], record["seed_kwargs"]),
+                                      (record["seed_factory"], record["seed_kwargs"],
+                                       slot.topology, slot.channels),
                                       prefix + "seed.", problems))
         if record["gate_kind"] == "none":
             dropped.append(prefix + "gate.")

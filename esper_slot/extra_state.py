@@ -131,7 +131,7 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
             problems.append(f"the slot is empty and the checkpoint's seed was not germinated "
                             f"from a registered factory: germinate the same seed into slot "
                             f"{slot!r} first, then load")
-        elif not is_registered(factory):
+        elif not is_registered(factory, topology):
             problems.append(f"seed factory {factory!r} is not registered: call "
                             f"esper_slot.register_seed({factory!r}, factory) before loading")
     needs_gate = not has_gate or not has_seed

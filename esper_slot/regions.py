@@ -44,7 +44,6 @@ from contextlib import contextmanager
 
 from torch import nn
 
-from . import slot as slot_module
 from .compiled import (
     CompileBudgetError,
     _Structure,
@@ -52,6 +51,7 @@ from .compiled import (
     compiled_graphs,
 )
 from .discovery import named_slots
+from .slot import set_stage_graphs, structure_generation
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class RegionCompiledModule(nn.Module):
             return getattr(self._orig_mod, name)
 
     def forward(self, *args, **kwargs):
-        generation = slot_module.structure_generation()
+        generation = structure_generation()
         if generation != self._generation_seen:  # some slot somewhere changed structure
             self._refresh()
             self._generation_seen = generation
@@ -153,11 +153,11 @@ class RegionCompiledModule(nn.Module):
         before = [r.module.__dict__.get("_compiled_call_impl") for r in regions]
         for region in regions:
             region.module.__dict__["_compiled_call_impl"] = region
-        previous = slot_module.set_stage_graphs(self._stage_graphs)
+        previous = set_stage_graphs(self._stage_graphs)
         try:
             yield
         finally:
-            slot_module.set_stage_graphs(previous)
+            set_stage_graphs(previous)
             for region, old in zip(regions, before):
                 region.module.__dict__["_compiled_call_impl"] = old
 

@@ -44,6 +44,7 @@ if not hasattr(kernels, "blend_add"):  # pragma: no cover - exercised in a subpr
 
 from . import registry
 from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
+from .blueprints import is_blueprint, zero_init_final_layer
 from .discovery import named_slots  # noqa: F401  (re-exported)
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
@@ -430,7 +431,11 @@ class SeedSlot(nn.Module):
         seed_factory = seed if isinstance(seed, str) else None
         gate_factory = gate if isinstance(gate, str) else None
         if isinstance(seed, str):
-            seed = registry.build(seed, seed_kwargs)
+            seed = registry.build(seed, seed_kwargs, self.topology, self.channels)
+            if blend == BlendMode.MULTIPLY and is_blueprint(self.topology,
+                                                                       seed_factory or ""):
+                # esper-lite's rule for MULTIPLY: the blueprint's last affine layer starts at 0
+                zero_init_final_layer(seed, allow_missing=True)
         gate_kind = "none"
         gate_module: nn.Module | None = None  # a gate is only given with BlendMode.GATE
         if blend == BlendMode.GATE:
@@ -643,8 +648,9 @@ class SeedSlot(nn.Module):
         if stage in SEED_STAGES:  # build what is missing before changing anything
             try:
                 if seed is None:
-                    seed = self._rebuilt(
-                        registry.build(state["seed_factory"], state["seed_kwargs"]))
+                    seed = self._rebuilt(registry.build(
+                        state["seed_factory"], state["seed_kwargs"], self.topology,
+                        self.channels))
                 if state["gate_kind"] == "none":
                     gate = None
                 elif gate is None or self.seed is None:
