@@ -25,11 +25,14 @@ from .checkpoint import (
 from .compile_api import compile
 from .compiled import CompileBudgetError, SlotCompiledModule
 from .counterfactual import ablated
+from .events import LifecycleEvent, LifecycleEvents, log_events
 from .extra_state import SCHEMA_VERSION, CheckpointError
 from .gate import DefaultGate
 from .grad_flow import GradFlowMonitor, GradFlowStatus, check_grad_flow
 from .lifecycle import BlendMode, LifecycleError, Stage
+from .metrics import SeedMetrics
 from .migration import migrate_extra_state
+from .optim import OptimizerUpkeep
 from .regions import RegionCompiledModule
 from .registry import register_seed, registered_seeds
 from .slot import SeedSlot
@@ -45,7 +48,11 @@ __all__ = [
     "GradFlowStatus",
     "GradientTelemetry",
     "LifecycleError",
+    "LifecycleEvent",
+    "LifecycleEvents",
+    "OptimizerUpkeep",
     "RegionCompiledModule",
+    "SeedMetrics",
     "SeedSlot",
     "SlotCompiledModule",
     "SlotGradientStats",
@@ -57,6 +64,7 @@ __all__ = [
     "distributed",
     "load_checkpoint",
     "load_state_dict",
+    "log_events",
     "migrate_extra_state",
     "read_checkpoint",
     "register_seed",

@@ -11,11 +11,13 @@ import math
 
 from .alpha import CURVES, MODES
 from .lifecycle import SEED_STAGES, BlendMode, Stage
+from .metrics import record_problems as metrics_problems
 
-# Version 2: the alpha controller (start, target, mode, curve, steepness, steps), isolation per
-# stage and prune scheduling. Version 1 (a 0 -> 1 ramp, one isolation flag) and esper-lite's
-# records are upgraded by migrate_extra_state (migration.py).
-SCHEMA_VERSION = 2
+# Version 3: the seed's metrics (metrics.py) and the embargo (its length; the cooldown's
+# position is the stage and metrics.epochs_in_current_stage). Version 2: the alpha controller
+# (start, target, mode, curve, steepness, steps), isolation per stage and prune scheduling.
+# Versions 1 and 2 and esper-lite's records are upgraded by migrate_extra_state (migration.py).
+SCHEMA_VERSION = 3
 VERSION_KEY = "schema_version"
 GATE_KINDS = ("none", "default", "factory", "custom")
 TOPOLOGY_NAMES = ("cnn", "transformer")
@@ -72,6 +74,8 @@ FIELDS = {
     "gate_factory": (lambda v: v is None or (isinstance(v, str) and v != ""),
                      "a registered factory name or None"),
     "gate_kwargs": (_json_dict, "a dict of JSON values"),
+    "metrics": (lambda v: isinstance(v, dict), "a dict (the seed's metrics)"),
+    "embargo_epochs": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
 }
 
 
@@ -105,10 +109,19 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
     for name, (check, want) in FIELDS.items():
         if name in state and not check(state[name]):
             problems.append(f"field {name!r} is {describe(state[name])}, must be {want}")
+    if not problems:
+        problems += metrics_problems(state["metrics"])
     if problems:
         return problems
     # Cross-field rules, on a record whose fields are each well formed.
     stage = Stage[state["stage"]]
+    if stage in (Stage.EMBARGOED, Stage.RESETTING):
+        done, length = state["metrics"]["epochs_in_current_stage"], state["embargo_epochs"]
+        if length == 0:
+            problems.append(f"stage {stage.name} needs an embargo, but embargo_epochs is 0")
+        elif done >= (length if stage == Stage.EMBARGOED else 1):
+            problems.append(f"stage {stage.name} after {done} epochs: the cooldown would have "
+                            "moved on")
     problems += _schedule_problems(state, stage)
     if state["topology"] != topology:
         problems.append(f"topology is {state['topology']!r} but the slot is {topology!r}")

@@ -383,12 +383,13 @@ def advance(slot: SeedSlot, target: str | Stage, gates: QualityGates, *,
         counterfactual contribution for this check instead of the slot's metrics (which are
         not changed).
 
-    A failed gate returns its result and changes nothing. As in esper-lite, a seedless slot
-    gives ``G0`` failed with ``no_active_seed``, and a passed gate whose transition the slot's
-    stage does not allow (BLENDING only from TRAINING, HOLDING from BLENDING, FOSSILIZED from
-    HOLDING, esper-lite's stage names as from_slot reports them) gives the gate failed with
-    ``transition_failed``, slot unchanged. Errors of the transition itself (a bad
-    start_blending argument) propagate.
+    Every check is announced as a "gate_evaluated" lifecycle event (esper_slot.events) before the
+    transition's own events. A failed gate returns its result and changes nothing. As in
+    esper-lite, a seedless slot gives ``G0`` failed with ``no_active_seed``, and a passed gate
+    whose transition the slot's stage does not allow (BLENDING only from TRAINING, HOLDING from
+    BLENDING, FOSSILIZED from HOLDING, esper-lite's stage names as from_slot reports them) gives
+    the gate failed with ``transition_failed``, slot unchanged. Errors of the transition itself (a
+    bad start_blending argument) propagate.
     """
     name = target_name(target)
     if name not in _ADVANCE_FROM:
@@ -410,6 +411,7 @@ def advance(slot: SeedSlot, target: str | Stage, gates: QualityGates, *,
         inputs = replace(inputs, metrics=replace(inputs.metrics,
                                                  counterfactual_contribution=contribution))
     result = gates.check(inputs, name)
+    slot.emit_gate_result(result)  # a "gate_evaluated" event, before any transition
     if not result.passed:
         return result
     if inputs.stage not in _ADVANCE_FROM[name]:

@@ -3,6 +3,11 @@
     DORMANT ──germinate──▶ TRAINING ──start_blending──▶ BLENDING ──fossilize──▶ FOSSILIZED
        ▲                      │                             │  (alpha 1.0 at HOLD)
        └──── germinate ── PRUNED ◀──── prune, or the end of a scheduled prune's ramp-down
+
+With an embargo (SeedSlot(..., embargo=True), esper-lite's cooldown), a pruned slot cannot
+germinate until step_epoch() has taken it through the cooldown:
+
+    PRUNED ──step_epoch──▶ EMBARGOED ──(N epochs)──▶ RESETTING ──(1 epoch)──▶ DORMANT
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ class Stage(enum.Enum):
     BLENDING = "BLENDING"  # output blends host and seed, alpha ramps 0 -> 1
     FOSSILIZED = "FOSSILIZED"  # alpha = 1 for good; the seed is permanent
     PRUNED = "PRUNED"  # seed removed: output is host again
+    EMBARGOED = "EMBARGOED"  # an embargo's cooldown after a prune: no germinate yet
+    RESETTING = "RESETTING"  # the cooldown's last epoch, then DORMANT
 
 
 class BlendMode(enum.Enum):
@@ -30,6 +37,8 @@ class LifecycleError(RuntimeError):
 
 # Stages that run the seed, and so train it: the grad-flow check expects gradients there.
 SEED_STAGES = frozenset({Stage.TRAINING, Stage.BLENDING, Stage.FOSSILIZED})
+# A pruned slot's cooldown under an embargo (PRUNED is its first step).
+COOLDOWN_STAGES = frozenset({Stage.PRUNED, Stage.EMBARGOED, Stage.RESETTING})
 
 ALLOWED_FROM = {
     "germinate": (Stage.DORMANT, Stage.PRUNED),

@@ -1,5 +1,6 @@
-"""Upgrading slot records to the current schema: this package's version 1, and esper-lite's
-records exactly as its ``SeedSlot.get_extra_state`` writes them (``_extra_state_version`` 1).
+"""Upgrading slot records to the current schema: this package's versions 1 and 2, and
+esper-lite's records exactly as its ``SeedSlot.get_extra_state`` writes them
+(``_extra_state_version`` 1).
 
 Nothing is guessed: what a record does not store and has no safe default must be passed by
 name, and a missing one raises CheckpointError naming it. The result is a plain current record,
@@ -11,7 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 from .alpha import DEFAULT_STEEPNESS, MODES
+from .blueprints import is_blueprint
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, CheckpointError
+from .metrics import SeedMetrics
 
 ESPER_LITE_VERSION_KEY = "_extra_state_version"
 
@@ -23,30 +26,51 @@ ESPER_LITE_ALPHA_MODES: dict[Any, str] = {0: "HOLD", 1: "UP", 2: "DOWN"}
 ESPER_LITE_CURVES: dict[Any, str] = {1: "linear", 2: "cosine", 3: "sigmoid"}
 ESPER_LITE_ALGORITHMS: dict[Any, str] = {1: "ADD", 2: "MULTIPLY", 3: "GATE"}
 # esper-lite stage -> ours. HOLDING (alpha held after the ramp) is BLENDING at HOLD here; the
-# others (GERMINATED, EMBARGOED, RESETTING, UNKNOWN) have no counterpart.
+# others (GERMINATED, UNKNOWN) have no counterpart.
 _STAGE_MAP = {"DORMANT": "DORMANT", "TRAINING": "TRAINING", "BLENDING": "BLENDING",
-              "HOLDING": "BLENDING", "FOSSILIZED": "FOSSILIZED", "PRUNED": "PRUNED"}
+              "HOLDING": "BLENDING", "FOSSILIZED": "FOSSILIZED", "PRUNED": "PRUNED",
+              "EMBARGOED": "EMBARGOED", "RESETTING": "RESETTING"}
+ESPER_LITE_EMBARGO_EPOCHS = 5  # esper-lite's DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE
+# esper-lite SeedMetrics field -> ours (the fields esper-lite has that we keep)
+_METRICS_MAP = {"epochs_total": "epochs_total",
+                "epochs_in_current_stage": "epochs_in_current_stage",
+                "initial_val_accuracy": "initial_accuracy",
+                "current_val_accuracy": "current_accuracy",
+                "best_val_accuracy": "best_accuracy",
+                "accuracy_at_stage_start": "accuracy_at_stage_start",
+                "accuracy_at_blending_start": "accuracy_at_blending_start",
+                "_blending_started": "blending_started",
+                "counterfactual_contribution": "counterfactual_contribution",
+                "_prev_contribution": "previous_contribution",
+                "contribution_velocity": "contribution_velocity",
+                "seed_gradient_norm_ratio": "seed_gradient_norm_ratio"}
 _TOPOLOGY_BLENDING_ISOLATION: dict[Any, bool] = {"cnn": True, "transformer": False}
 _V1_SIGMOID_STEEPNESS = 10.0  # version 1's only sigmoid
 
 
 def migrate_extra_state(record: dict, **missing) -> dict:
-    """A current-schema (version 2) record from ``record``: this package's version 1 or 2, or an
-    esper-lite version-1 record.
+    """A current-schema (version 3) record from ``record``: this package's version 1, 2 or 3,
+    or an esper-lite version-1 record.
 
     ``missing`` supplies what the record does not store:
 
     * esper-lite: ``channels`` (always); ``topology`` when the record has no
-      ``resolved_topology`` (a DORMANT slot); ``seed_factory`` (the registered factory that
-      rebuilds the record's ``blueprint_id``; required when the slot holds a seed) and
-      ``seed_kwargs``; for a GATE slot, optionally ``gate_factory`` / ``gate_kwargs`` (without
-      them the gate counts as custom: germinate the same seed and gate before loading).
-    * version 1: nothing (an unknown name is an error, not ignored).
+      ``resolved_topology`` (a DORMANT slot); ``seed_factory`` (a registered factory that
+      rebuilds the record's ``blueprint_id``: by default the built-in blueprint of that id,
+      when one exists for the topology; required otherwise) and ``seed_kwargs``; for a GATE
+      slot, optionally ``gate_factory`` / ``gate_kwargs`` (without them the gate counts as
+      custom: germinate the same seed and gate before loading); optionally ``embargo`` (the
+      cooldown's EMBARGOED epochs; default esper-lite's 5, which its slots always have).
+    * versions 1 and 2: nothing (an unknown name is an error, not ignored); the seed's metrics
+      start afresh and there is no embargo.
 
-    Mapping from esper-lite: ``seed_state.stage`` (HOLDING becomes BLENDING at HOLD; stages this
-    package does not have raise), ``alpha_controller`` to the alpha fields (so step() continues
-    its alpha sequence exactly), ``alpha_algorithm`` to the blend mode, ``isolate_gradients`` to
-    BLENDING's isolation (TRAINING was always isolated there), ``resolved_topology``.
+    Mapping from esper-lite: ``seed_state.stage`` (HOLDING becomes BLENDING at HOLD; PRUNED,
+    EMBARGOED and RESETTING continue their cooldown; GERMINATED and UNKNOWN raise),
+    ``alpha_controller`` to the alpha fields (so step() continues its alpha sequence exactly),
+    ``alpha_algorithm`` to the blend mode, ``isolate_gradients`` to BLENDING's isolation
+    (TRAINING was always isolated there), ``resolved_topology``, and ``seed_state.metrics`` to
+    the seed's metrics (the fields this package keeps; not gradient_norm_avg, current_alpha,
+    alpha_ramp_step, the parameter counts and the inter-slot interaction sums).
     """
     if not isinstance(record, dict):
         raise CheckpointError(f"cannot migrate a {type(record).__name__}: a slot record is a "
@@ -64,12 +88,15 @@ def migrate_extra_state(record: dict, **missing) -> dict:
     if version == SCHEMA_VERSION:
         _accept(missing, ())
         return dict(record)
+    if version == 2:
+        _accept(missing, ())
+        return _from_v2(record)
     if version == 1:
         _accept(missing, ())
-        return _from_v1(record)
+        return _from_v2(_from_v1(record))
     raise CheckpointError(
         f"cannot migrate a record with {VERSION_KEY}={version!r}: this esper-slot reads esper-lite "
-        f"records ({ESPER_LITE_VERSION_KEY} 1) and its own versions 1 and {SCHEMA_VERSION}")
+        f"records ({ESPER_LITE_VERSION_KEY} 1) and its own versions 1 to {SCHEMA_VERSION}")
 
 
 def _accept(missing: dict, names: tuple[str, ...]) -> None:
@@ -106,7 +133,7 @@ def _from_v1(old: dict) -> dict:
     else:
         schedule = _held(alpha)
     isolate = old["isolate_gradients"]
-    return {VERSION_KEY: SCHEMA_VERSION, "stage": stage, **schedule, "prune_scheduled": False,
+    return {VERSION_KEY: 2, "stage": stage, **schedule, "prune_scheduled": False,
             "blend_mode": old["blend_mode"], "topology": old["topology"],
             "channels": old["channels"], "isolate_training": isolate,
             "isolate_blending": isolate, "seed_factory": old["seed_factory"],
@@ -114,9 +141,30 @@ def _from_v1(old: dict) -> dict:
             "gate_factory": old["gate_factory"], "gate_kwargs": dict(old["gate_kwargs"] or {})}
 
 
+def _from_v2(old: dict) -> dict:
+    """Version 3 added the seed's metrics (fresh here) and the embargo (none)."""
+    return {**old, VERSION_KEY: SCHEMA_VERSION, "metrics": SeedMetrics().to_record(),
+            "embargo_epochs": 0}
+
+
+def _metrics(raw) -> dict:
+    """esper-lite's SeedMetrics.to_dict() as ours: its fields that we keep, unchanged."""
+    if raw is None:
+        return SeedMetrics().to_record()
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"esper-lite seed_state.metrics is a {type(raw).__name__}, not a "
+                              "dict")
+    absent = [k for k in _METRICS_MAP if k not in raw]
+    if absent:
+        raise CheckpointError(f"esper-lite seed_state.metrics lacks {absent}")
+    record = SeedMetrics().to_record()
+    record.update({ours: raw[theirs] for theirs, ours in _METRICS_MAP.items()})
+    return record
+
+
 def _from_esper_lite(old: dict, missing: dict) -> dict:
     _accept(missing, ("channels", "topology", "seed_factory", "seed_kwargs", "gate_factory",
-                      "gate_kwargs"))
+                      "gate_kwargs", "embargo"))
     problems: list[str] = []
     if old[ESPER_LITE_VERSION_KEY] != 1:
         raise CheckpointError(f"esper-lite record version {old[ESPER_LITE_VERSION_KEY]!r} is not "
@@ -149,10 +197,19 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
                         f"{topology!r}")
     if "channels" not in missing:
         problems.append("esper-lite does not record the channel count: pass channels=...")
+    blueprint = state.get("blueprint_id")
     if seeded and "seed_factory" not in missing:
-        problems.append(f"esper-lite records the seed only by blueprint_id "
-                        f"{state.get('blueprint_id')!r}: pass seed_factory= (the name of an "
-                        "esper_slot.register_seed factory that builds it) and seed_kwargs=")
+        if isinstance(blueprint, str) and topology is not None and is_blueprint(topology,
+                                                                                blueprint):
+            missing = {**missing, "seed_factory": blueprint}  # the built-in blueprint
+        else:
+            problems.append(f"esper-lite records the seed only by blueprint_id {blueprint!r}, "
+                            f"which is no built-in {topology} blueprint: pass seed_factory= "
+                            "(the name of an esper_slot.register_seed factory that builds it) "
+                            "and seed_kwargs=")
+    embargo = missing.get("embargo", ESPER_LITE_EMBARGO_EPOCHS)
+    if isinstance(embargo, bool) or not isinstance(embargo, int) or embargo < 0:
+        problems.append(f"embargo={embargo!r} must be an int >= 0")
     if problems:
         raise CheckpointError("cannot migrate the esper-lite record:\n  - "
                               + "\n  - ".join(problems))
@@ -183,7 +240,10 @@ def _from_esper_lite(old: dict, missing: dict) -> dict:
             "isolate_training": True, "isolate_blending": isolate_blending,
             "seed_factory": missing.get("seed_factory") if seeded else None,
             "seed_kwargs": dict(missing.get("seed_kwargs") or {}) if seeded else {},
-            "gate_kind": gate[0], "gate_factory": gate[1], "gate_kwargs": gate[2]}
+            "gate_kind": gate[0], "gate_factory": gate[1], "gate_kwargs": gate[2],
+            "metrics": _metrics(state.get("metrics")) if raw_state is not None
+            else SeedMetrics().to_record(),
+            "embargo_epochs": embargo}
 
 
 def _controller(ctrl: dict, stage: str) -> dict:

@@ -46,15 +46,20 @@ from . import registry
 from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
 from .blueprints import is_blueprint, zero_init_final_layer
 from .discovery import named_slots  # noqa: F401  (re-exported)
+from .events import emit
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
 from .grad_flow import GradFlowProbe, GradFlowStatus
 from .gradient_gate import gradient_gate
-from .lifecycle import SEED_STAGES, BlendMode, LifecycleError, Stage, require_stage
+from .lifecycle import COOLDOWN_STAGES, SEED_STAGES, BlendMode, LifecycleError, Stage, require_stage
+from .metrics import SeedMetrics
 from .telemetry import SeedOutputProbe
 
 # topology -> whether BLENDING isolates the seed by default (TRAINING always does by default)
 TOPOLOGIES = {"cnn": True, "transformer": False}
+# esper-lite's cooldown after a prune: EMBARGOED for this many epochs, then RESETTING for one
+DEFAULT_EMBARGO_EPOCHS = 5
+RESETTING_EPOCHS = 1
 
 _last_generation = 0  # the newest SeedSlot.generation handed out, process-wide
 # Whether forward, while torch.compile traces it, may specialise on the stage (see forward):
@@ -107,6 +112,16 @@ class SeedSlot(nn.Module):
         topology: "cnn" or "transformer"; sets whether BLENDING isolates the seed by default
             (cnn: True, transformer: False, as esper-lite); TRAINING isolates by default always.
 
+    embargo: False (default): a pruned slot may germinate again at once. True: esper-lite's
+        cooldown, EMBARGOED for 5 epochs then RESETTING for 1 (an int: that many EMBARGOED
+        epochs); ``step_epoch()`` advances it, and germinate raises LifecycleError until the
+        slot is DORMANT again.
+
+    Seed metrics (``slot.metrics``, metrics.py) are host-side numbers that forward never
+    reads: ``record_accuracy``, ``record_contribution`` and ``record_gradients`` feed them, stage
+    changes rebase them, and they are saved in the slot's record. Lifecycle events go to
+    ``esper_slot.LifecycleEvents`` subscribers (events.py).
+
     ``check_seed_output`` (default True): train-mode forwards count the passes whose seed output
     held NaN or Inf (the fused kernels flag it from the values they load; elsewhere one min/max
     reduction of it; see bench/NOTES.md for its cost), reported by check_grad_flow and
@@ -126,14 +141,23 @@ class SeedSlot(nn.Module):
     grad_flow: GradFlowProbe
     seed_output: SeedOutputProbe
 
-    def __init__(self, channels: int, topology: str):
+    def __init__(self, channels: int, topology: str, *, embargo: bool | int = False):
         super().__init__()
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be a positive int, got {channels!r}")
         if topology not in TOPOLOGIES:
             raise ValueError(f"topology must be one of {sorted(TOPOLOGIES)}, got {topology!r}")
+        if isinstance(embargo, bool):
+            embargo_epochs = DEFAULT_EMBARGO_EPOCHS if embargo else 0
+        elif isinstance(embargo, int) and embargo >= 0:
+            embargo_epochs = embargo
+        else:
+            raise ValueError(f"embargo must be True, False or an int >= 0 (epochs), got "
+                             f"{embargo!r}")
         self.channels = channels
         self.topology = topology
+        self.embargo_epochs = embargo_epochs  # 0: no cooldown after a prune
+        self.metrics = SeedMetrics()
         self.stage = Stage.DORMANT  # host-side only: forward never reads it
         self._blend = BlendMode.ADD.value  # forward compares this str by value
         self._seeded = False  # forward's "is there a seed" (a bool, never `seed is None`)
@@ -149,6 +173,7 @@ class SeedSlot(nn.Module):
         self.isolate_training = True  # isolation per stage (the incubator's, and BLENDING's)
         self.isolate_blending = TOPOLOGIES[topology]
         self.prune_scheduled = False  # a ramp-down to 0 ends in prune()
+        self._prune_reason: str | None = None  # a scheduled prune's reason, for its event
         self.schedule = AlphaSchedule()  # the alpha controller (host floats; see alpha.py)
         self.seed: nn.Module | None = None
         self.gate: nn.Module | None = None
@@ -412,6 +437,7 @@ class SeedSlot(nn.Module):
             False lets the seed co-adapt from the start.
         The seed and gate are moved to the slot's device (its alpha buffer's).
         """
+        self._refuse_during_cooldown()
         require_stage("germinate", self.stage, self._label())
         if not isinstance(seed, (nn.Module, str)):
             raise ValueError(f"seed must be an nn.Module or a registered factory name, got "
@@ -455,7 +481,10 @@ class SeedSlot(nn.Module):
         self._update_isolation()
         self._reset_schedule()
         self.grad_flow.reset()
+        previous = self.stage
+        self.metrics = SeedMetrics()
         self._enter(Stage.TRAINING)
+        self._emit("germinated", previous)
 
     def start_blending(self, steps: int, curve: str = "linear",
                        steepness: float = DEFAULT_STEEPNESS, target: float = 1.0,
@@ -479,7 +508,7 @@ class SeedSlot(nn.Module):
                                  else isolate_gradients)
         self._update_isolation()
         self._set_alpha(schedule.alpha)
-        self._enter(Stage.BLENDING)
+        self._change_stage(Stage.BLENDING)
 
     def retarget(self, target: float, steps: int, curve: str | None = None,
                  steepness: float | None = None) -> None:
@@ -502,7 +531,7 @@ class SeedSlot(nn.Module):
         require_stage("step", self.stage, self._label())
         self.schedule.step()
         if self.prune_scheduled and self.schedule.mode == "HOLD":
-            self.prune()
+            self.prune(reason=self._prune_reason or "scheduled_prune", initiator="schedule")
             return 0.0
         self._set_alpha(self.schedule.alpha)
         return self.schedule.alpha
@@ -516,26 +545,29 @@ class SeedSlot(nn.Module):
         self.schedule.hold(float(value))
         self._set_alpha(self.schedule.alpha)
 
-    def schedule_prune(self, steps: int, curve: str = "linear") -> None:
+    def schedule_prune(self, steps: int, curve: str = "linear", *,
+                       reason: str | None = None) -> None:
         """Ramp alpha down to 0 over ``steps`` calls of step(), then prune (stage PRUNED, output
         == host) on the step that reaches 0; steps = 0 or alpha already 0 prunes now. Works at
         any alpha, mid-ramp included. While it ramps down the seed's parameters get zero
         gradients, and so does a GATE slot's gate network (gradient gates on their outputs: no
         recompile); an optimizer with momentum or weight decay still moves them unless you freeze
-        them yourself. A sigmoid ramp-down uses esper-lite's steepness, 12."""
+        them yourself. A sigmoid ramp-down uses esper-lite's steepness, 12. ``reason`` is the
+        prune's, in its "pruned" event (default "scheduled_prune")."""
         require_stage("schedule_prune", self.stage, self._label())
         if curve is None:
             raise ValueError(f"curve must be one of {CURVES}, got None")
         check_ramp_args(0.0, steps, curve, None)
         self._refuse_if_pruning("schedule_prune")
         if steps == 0 or self.schedule.alpha == 0.0:
-            self.prune()
+            self.prune(reason=reason or "scheduled_prune", initiator="schedule")
             return
         self.schedule.mode = "HOLD"  # a running ramp is replaced by the ramp-down
         self.schedule.retarget(0.0, steps, curve, DEFAULT_STEEPNESS)  # esper-lite's sigmoid
         self.prune_scheduled = True
+        self._prune_reason = reason
         self._set_alpha(self.schedule.alpha)
-        self._enter(Stage.BLENDING)
+        self._change_stage(Stage.BLENDING)
 
     def fossilize(self) -> None:
         """Make the seed permanent. Needs alpha == 1.0 at HOLD (a finished ramp to 1)."""
@@ -547,21 +579,116 @@ class SeedSlot(nn.Module):
                 f"{schedule.alpha:.6g} with mode {schedule.mode} (step {schedule.steps_done} of "
                 f"{schedule.steps_total}{', a prune scheduled' if self.prune_scheduled else ''})"
                 ": ramp to 1.0 and step() until alpha_mode is 'HOLD', or set_alpha(1.0)")
-        self._enter(Stage.FOSSILIZED)
+        self._change_stage(Stage.FOSSILIZED)
+        self._emit("fossilized", Stage.BLENDING)
 
     def _refuse_if_pruning(self, action: str) -> None:
         if self.prune_scheduled:
             raise LifecycleError(f"{self._label()}.{action}(): a prune is scheduled (alpha "
                                  f"{self.schedule.alpha:.6g}, ramping down); it ends in prune()")
 
-    def prune(self) -> None:
-        """Remove the seed (and gate): the slot returns host unchanged again."""
+    def prune(self, *, reason: str | None = None, initiator: str = "user") -> None:
+        """Remove the seed (and gate): the slot returns host unchanged again. ``reason`` and
+        ``initiator`` go into the "pruned" event. The seed's metrics stay readable until the
+        next germinate (or the end of an embargo's cooldown)."""
         require_stage("prune", self.stage, self._label())
+        blueprint, alpha = self.seed_factory, self.schedule.alpha
         self._install(None, None, BlendMode.ADD)
         self._forget_seed_source()
         self._reset_schedule()
         self.grad_flow.reset()
-        self._enter(Stage.PRUNED)
+        self._prune_reason = None
+        previous = self.stage
+        self._change_stage(Stage.PRUNED, alpha=alpha, blueprint=blueprint)
+        self._emit("pruned", previous, alpha=alpha, blueprint=blueprint,
+                   reason=reason or "user", initiator=initiator)
+
+    # ---- metrics, epochs and the embargo ----
+
+    def record_accuracy(self, accuracy: float) -> None:
+        """Record an evaluation (e.g. the epoch's validation accuracy, in percent as
+        esper-lite's gates expect): one epoch for the seed's metrics. A slot without a seed
+        records nothing (a controller may call it on every slot)."""
+        if self.stage in SEED_STAGES:
+            self.metrics.record_accuracy(accuracy)
+
+    def record_contribution(self, contribution: float) -> None:
+        """Record a counterfactual contribution (accuracy minus accuracy with this slot's alpha
+        forced to 0, see esper_slot.ablated) and update its trend."""
+        if self.stage not in SEED_STAGES:
+            raise LifecycleError(f"{self._label()}.record_contribution(): the slot holds no seed "
+                                 f"(stage {self.stage.name})")
+        self.metrics.record_contribution(contribution)
+
+    def record_gradients(self, stats) -> None:
+        """Record a SlotGradientStats (GradientTelemetry.read()[name]): its esper-lite ratio
+        becomes ``metrics.seed_gradient_norm_ratio`` when it collected any step."""
+        if self.stage in SEED_STAGES and stats.steps > 0:
+            self.metrics.record_gradient_ratio(stats.ratio)
+
+    def step_epoch(self) -> None:
+        """One epoch of an embargo's cooldown (a no-op without an embargo or outside it), as
+        esper-lite's step_epoch: PRUNED -> EMBARGOED; each epoch in EMBARGOED counts, and after
+        ``embargo`` of them RESETTING; one epoch there, then DORMANT with fresh metrics. It does
+        not move alpha (step() does)."""
+        if not self.embargo_epochs or self.stage not in COOLDOWN_STAGES:
+            return
+        if self.stage == Stage.PRUNED:
+            self._change_stage(Stage.EMBARGOED)
+            return
+        self.metrics.tick()
+        if self.stage == Stage.EMBARGOED:
+            if self.metrics.epochs_in_current_stage >= self.embargo_epochs:
+                self._change_stage(Stage.RESETTING)
+        elif self.metrics.epochs_in_current_stage >= RESETTING_EPOCHS:
+            self._change_stage(Stage.DORMANT)
+            self.metrics = SeedMetrics()
+
+    def cooldown_epochs_left(self) -> int:
+        """step_epoch() calls before the slot can germinate again (0: it can now)."""
+        if not self.embargo_epochs or self.stage not in COOLDOWN_STAGES:
+            return 0
+        done = self.metrics.epochs_in_current_stage
+        if self.stage == Stage.PRUNED:
+            return 1 + self.embargo_epochs + RESETTING_EPOCHS
+        if self.stage == Stage.EMBARGOED:
+            return self.embargo_epochs - done + RESETTING_EPOCHS
+        return RESETTING_EPOCHS - done
+
+    def _refuse_during_cooldown(self) -> None:
+        left = self.cooldown_epochs_left()
+        if left:
+            raise LifecycleError(
+                f"{self._label()}.germinate(): the slot is {self.stage.name}, in the embargo "
+                f"after its prune ({self.embargo_epochs} epochs EMBARGOED, then "
+                f"{RESETTING_EPOCHS} RESETTING): {left} more step_epoch() call(s) before it can "
+                "germinate again")
+
+    def _change_stage(self, stage: Stage, alpha: float | None = None,
+                      blueprint: str | None = None) -> None:
+        """A stage change by a lifecycle call: the stage, the metrics' stage baseline, and the
+        "stage_changed" event."""
+        previous = self.stage
+        self._enter(stage)
+        if stage != previous:
+            self.metrics.stage_changed(previous == Stage.TRAINING and stage == Stage.BLENDING)
+            self._emit("stage_changed", previous, alpha=alpha, blueprint=blueprint)
+
+    def emit_gate_result(self, result) -> None:
+        """Announce a quality gate's result for this slot to the LifecycleEvents hubs
+        (esper_slot.gates.advance calls it): a "gate_evaluated" event from the current stage."""
+        self._emit("gate_evaluated", self.stage, gate=result, to_stage=None)
+
+    def _emit(self, kind: str, previous: Stage | None, *, alpha: float | None = None,
+              blueprint: str | None = None, to_stage: str | None = "", **fields) -> None:
+        metrics = self.metrics
+        emit(self, kind, from_stage=None if previous is None else previous.name,
+             to_stage=self.stage.name if to_stage == "" else to_stage,
+             alpha=self.schedule.alpha if alpha is None else alpha,
+             epoch=metrics.epochs_total,
+             blueprint=blueprint if blueprint is not None else self.seed_factory,
+             improvement=metrics.total_improvement,
+             contribution=metrics.counterfactual_contribution, **fields)
 
     def _reset_schedule(self) -> None:
         self.schedule = AlphaSchedule()
@@ -629,6 +756,8 @@ class SeedSlot(nn.Module):
             "gate_kind": self.gate_kind,
             "gate_factory": self.gate_factory,
             "gate_kwargs": dict(self.gate_kwargs),
+            "metrics": self.metrics.to_record(),
+            "embargo_epochs": self.embargo_epochs,
         }
 
     def check_record(self, state) -> list[str]:
@@ -672,6 +801,9 @@ class SeedSlot(nn.Module):
         self.seed_factory, self.seed_kwargs = state["seed_factory"], dict(state["seed_kwargs"])
         self.gate_kind, self.gate_factory = state["gate_kind"], state["gate_factory"]
         self.gate_kwargs = dict(state["gate_kwargs"])
+        self.metrics = SeedMetrics.from_record(state["metrics"])
+        self.embargo_epochs = state["embargo_epochs"]
+        self._prune_reason = None
         self._set_alpha(self.schedule.alpha)
         self.grad_flow.reset()
 

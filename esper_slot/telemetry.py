@@ -43,7 +43,10 @@ from .discovery import named_slots
 logger = logging.getLogger("esper_slot")
 
 DEFAULT_VANISHING = 1e-7  # esper-lite's vanishing threshold (per parameter-gradient norm)
-DEFAULT_EXPLODING = 5.0  # esper-lite's exploding threshold: 10x its clip norm of 0.5
+# esper-lite's exploding threshold at 2016337e (simic/telemetry/gradient_collector.py):
+# 10 x DEFAULT_TRAINING_MAX_GRAD_NORM, its gradient clip norm of 1.0. (5.0 was an older comment
+# of its; the code then multiplied a clip norm of 5.0, i.e. 50.)
+DEFAULT_EXPLODING = 10.0
 RATIO_EPS = 1e-8  # esper-lite's epsilon in the seed/host ratio
 
 SEED, GATE, HOST = 0, 1, 2  # columns of the norm accumulators

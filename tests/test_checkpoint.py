@@ -34,8 +34,13 @@ def model_in(stage: Stage, mode=BlendMode.ADD, seed_from_factory=True):
         slot.germinate("tiny_mlp", blend=mode, **SEED)
     else:
         slot.germinate(nn.Linear(16, 16), blend=mode)
-    if stage is Stage.PRUNED:
+    if stage in (Stage.PRUNED, Stage.EMBARGOED, Stage.RESETTING):
+        slot.embargo_epochs = 0 if stage is Stage.PRUNED else 2
+        slot.record_accuracy(61.5)  # metrics, saved and restored with the record
         slot.prune()
+        for _ in range({Stage.PRUNED: 0, Stage.EMBARGOED: 2, Stage.RESETTING: 3}[stage]):
+            slot.step_epoch()
+        assert slot.stage is stage
     elif stage in (Stage.BLENDING, Stage.FOSSILIZED):
         slot.start_blending(10, curve="sigmoid")
         for _ in range(3 if stage is Stage.BLENDING else 10):  # mid-ramp, or finished at 1.0
@@ -130,7 +135,7 @@ def test_each_missing_field_is_named_and_changes_nothing(field, how, tmp_path):
     ("blend_mode", "add", "one of"),
     ("channels", 32, "channels is 32 but the slot has 16"),
     ("topology", "cnn", "topology is 'cnn' but the slot is 'transformer'"),
-    ("schema_version", 3, "newer than this esper-slot reads (2): upgrade esper-slot"),
+    ("schema_version", 4, "newer than this esper-slot reads (3): upgrade esper-slot"),
     ("schema_version", 1, "migrate_extra_state"),
     ("schema_version", 0, "migrate_extra_state"),
     ("seed_kwargs", {"f": object()}, "JSON"),

@@ -78,11 +78,25 @@ EXPECTED = {  # fixture -> (stage, alpha mode, blend mode, isolation in TRAINING
     "cnn_blending_gate": (Stage.BLENDING, "UP", BlendMode.GATE, True, True),
     "transformer_training": (Stage.TRAINING, "HOLD", BlendMode.ADD, True, False),
     "transformer_blending_midramp": (Stage.BLENDING, "UP", BlendMode.ADD, True, False),
+    "cnn_pruned": (Stage.PRUNED, "HOLD", BlendMode.ADD, True, True),
+    "cnn_embargoed": (Stage.EMBARGOED, "HOLD", BlendMode.ADD, True, True),
+    "cnn_embargoed_2_epochs": (Stage.EMBARGOED, "HOLD", BlendMode.ADD, True, True),
+    "cnn_resetting": (Stage.RESETTING, "HOLD", BlendMode.ADD, True, True),
 }
+ESPER_LITE_METRICS = {"epochs_total": "epochs_total",
+                      "epochs_in_current_stage": "epochs_in_current_stage",
+                      "initial_val_accuracy": "initial_accuracy",
+                      "current_val_accuracy": "current_accuracy",
+                      "best_val_accuracy": "best_accuracy",
+                      "accuracy_at_stage_start": "accuracy_at_stage_start",
+                      "counterfactual_contribution": "counterfactual_contribution",
+                      "contribution_velocity": "contribution_velocity",
+                      "seed_gradient_norm_ratio": "seed_gradient_norm_ratio",
+                      "_blending_started": "blending_started"}
 
 
 def test_every_fixture_is_covered():
-    assert set(EXPECTED) == set(RECORDS) and len(RECORDS) == 9
+    assert set(EXPECTED) == set(RECORDS) and len(RECORDS) == 13
 
 
 @pytest.mark.parametrize("name", sorted(RECORDS))
@@ -128,8 +142,13 @@ def test_what_esper_lite_does_not_store_must_be_passed():
     record = RECORDS["cnn_blending_add_midramp"]
     with pytest.raises(CheckpointError) as info:
         es.migrate_extra_state(record)
+    assert "channels=" in str(info.value)  # "norm" is a built-in blueprint: no factory needed
+    custom = copy.deepcopy(record)
+    custom["seed_state"]["blueprint_id"] = "my_own"
+    with pytest.raises(CheckpointError) as info:
+        es.migrate_extra_state(custom, channels=CHANNELS)
     text = str(info.value)
-    assert "channels=" in text and "seed_factory=" in text and "'norm'" in text
+    assert "seed_factory=" in text and "'my_own'" in text and "no built-in cnn blueprint" in text
     with pytest.raises(CheckpointError, match="pass topology="):
         es.migrate_extra_state(RECORDS["cnn_dormant"], channels=CHANNELS)
     with pytest.raises(CheckpointError, match="unexpected arguments \\['colour'\\]"):
@@ -139,7 +158,7 @@ def test_what_esper_lite_does_not_store_must_be_passed():
                                topology="transformer")
 
 
-@pytest.mark.parametrize("stage", ["GERMINATED", "EMBARGOED", "RESETTING", "UNKNOWN"])
+@pytest.mark.parametrize("stage", ["GERMINATED", "UNKNOWN"])
 def test_stages_without_a_counterpart_are_named(stage):
     record = copy.deepcopy(RECORDS["cnn_training"])
     record["seed_state"]["stage"] = ENUMS["SeedStage"][stage]
@@ -195,3 +214,42 @@ def test_malformed_esper_lite_records_raise_checkpoint_error(corrupt):
     corrupt(record)
     with pytest.raises(CheckpointError):
         es.migrate_extra_state(record, channels=CHANNELS, seed_factory="lite_norm_cnn")
+
+
+@pytest.mark.parametrize("name", sorted(n for n in RECORDS if RECORDS[n]["seed_state"]))
+def test_esper_lites_metrics_are_migrated(name):
+    metrics = loaded(name).metrics
+    theirs = RECORDS[name]["seed_state"]["metrics"]
+    for their_name, our_name in ESPER_LITE_METRICS.items():
+        assert getattr(metrics, our_name) == theirs[their_name], our_name
+
+
+@pytest.mark.parametrize("name", ["cnn_pruned", "cnn_embargoed", "cnn_embargoed_2_epochs",
+                                  "cnn_resetting"])
+def test_the_cooldown_continues_as_esper_lite_counts_it(name):
+    """esper-lite's step_epoch: PRUNED -> EMBARGOED (no tick), 5 ticks, RESETTING, 1 tick,
+    DORMANT; germinate is refused until then."""
+    slot = loaded(name)
+    state = RECORDS[name]["seed_state"]
+    stage, done = slot.stage, state["metrics"]["epochs_in_current_stage"]
+    expected_left = {Stage.PRUNED: 1 + 5 + 1, Stage.EMBARGOED: 5 - done + 1,
+                     Stage.RESETTING: 1 - done}[stage]
+    assert slot.embargo_epochs == 5 and slot.cooldown_epochs_left() == expected_left
+    for left in range(expected_left, 0, -1):
+        with pytest.raises(es.LifecycleError, match=f"{left} more step_epoch"):
+            slot.germinate(nn.Identity())
+        slot.step_epoch()
+    assert slot.stage == Stage.DORMANT and slot.metrics == es.SeedMetrics()
+    slot.germinate(nn.Identity())
+
+
+@pytest.mark.parametrize("name", ["cnn_blending_add_midramp", "transformer_training"])
+def test_a_built_in_blueprint_rebuilds_esper_lites_seed(name):
+    """Without seed_factory, the record's blueprint_id names our copy of esper-lite's blueprint,
+    which an empty slot builds on load."""
+    record = es.migrate_extra_state(RECORDS[name], channels=CHANNELS)
+    assert record["seed_factory"] == RECORDS[name]["seed_state"]["blueprint_id"] == "norm"
+    slot = SeedSlot(CHANNELS, topology_of(name))
+    slot.set_extra_state(record)
+    assert type(slot.seed).__name__ == ("NormSeed" if topology_of(name) == "cnn"
+                                        else "TransformerNormSeed")
