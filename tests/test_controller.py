@@ -289,3 +289,35 @@ def test_upkeep_picks_up_seeds_germinated_before_it_and_checks_settings():
     es.OptimizerUpkeep(torch.optim.SGD(frozen.parameters(), lr=0.1), frozen)
     frozen.slots[0].germinate(nn.Linear(4, 4).requires_grad_(False))  # nothing to train
     assert len(slots_of(frozen)) == 1
+
+
+def test_upkeep_follows_a_germinate_across_distributed_rewrap(tmp_path):
+    """One gloo rank: rewrap builds a new DDP around the same parameters, so the seed's group,
+    added by the upkeep at germinate, is what the optimizer steps through the new wrapper."""
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from esper_slot import distributed as esd
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
+                            world_size=1)
+    try:
+        torch.manual_seed(0)
+        model = MultiSlotMlp(n_slots=2)
+        ddp = DDP(model)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        upkeep = es.OptimizerUpkeep(opt, model)
+        model.slots[0].germinate(nn.Linear(4, 4))
+        model.slots[0].start_blending(0)
+        ddp = esd.rewrap(ddp)
+        before = model.slots[0].seed.weight.detach().clone()
+        opt.zero_grad()
+        ddp(torch.randn(2, 3, 4)).square().mean().backward()
+        opt.step()
+        assert upkeep.group_of("slots.0") is not None
+        assert not torch.equal(before, model.slots[0].seed.weight)
+        model.slots[0].prune()
+        ddp = esd.rewrap(ddp)
+        assert len(opt.param_groups) == 1 and len(opt.state) == len(list(model.parameters()))
+    finally:
+        dist.destroy_process_group()
