@@ -7,7 +7,7 @@
 ``QualityGates.check`` decides as esper-lite's ``QualityGates.check_gate`` (kasmina/slot.py at
 2016337e, lines 655-1028) does, check string for check string and in its order, strict and
 permissive, including the rules this module considers questionable (``corrected=True`` fixes them;
-see QualityGates). tests/test_gates.py replays esper-lite's own recorded decisions
+see QualityGates). tests/slot/test_gates.py replays esper-lite's own recorded decisions
 (tests/fixtures/esper-lite-gate-decisions.json) against it.
 
 Gate <-> target stage (esper-lite's stage names; esper-lite has no G4 since SHADOWING went):

@@ -50,7 +50,7 @@ if [[ $what == tests ]]; then
     -rs -n 8 --maxfail=25
   # memcheck instruments every kernel launch: small CUDA cases only
   step sanitize "${SANITIZE_S:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 \
-    python3 -m pytest -q -p no:cacheprovider tests/test_reference.py tests/test_determinism.py \
+    python3 -m pytest -q -p no:cacheprovider tests/operators/test_reference.py tests/operators/test_determinism.py \
     -k cuda
 fi
 if [[ $what == bench ]]; then

@@ -1,0 +1,157 @@
+"""The eager CPU path's shortcuts give the general path's bits: the fast dispatch of blend_add /
+blend_gate, native lerp for host and seed in different dense layouts, native autograd for small
+multiply blends, and the open gradient gate that is its input. Each is compared with the path
+it short-cuts (values and gradients), on inputs where they differ most (clamping, NaN, layouts).
+The PyTorch path only: under TRITON_INTERPRET=1 CPU tensors run the Triton kernels."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import kernels
+from esper_slot.gradient_gate import GradientGate, gradient_gate
+from kernels.blend_lerp import BlendLerp, _fast_cpu_lerp, _native_lerp
+from kernels.blend_multiply import _NATIVE_BELOW, BlendMultiplyEagerCpu
+from tests.support import reference
+
+pytestmark = pytest.mark.skipif(kernels.active_backend("cpu") != "torch",
+                                reason="the eager CPU path runs only on the PyTorch backend")
+
+ALPHAS = [-0.5, 0.0, 0.3, 1.0, 1.7, math.nan]
+
+
+def grads(fn, *inputs):
+    leaves = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    y = fn(*leaves)
+    g = torch.randn_like(y)
+    wrt = [t for t in leaves if t.requires_grad]
+    return y.detach(), torch.autograd.grad(y, wrt, g, allow_unused=True)
+
+
+@pytest.mark.parametrize("alpha", ALPHAS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_fast_add_is_the_general_path(alpha, dtype):
+    host, seed = torch.randn(4, 300, dtype=dtype), torch.randn(4, 300, dtype=dtype)
+    a = torch.tensor(alpha)
+    assert _fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
+    torch.testing.assert_close(_fast_cpu_lerp(host, seed, a, None),
+                               _native_lerp(host, seed, a, None), rtol=0, atol=0,
+                               equal_nan=True)
+    torch.manual_seed(1)
+    y, g = grads(lambda h, s: kernels.blend_add(h, s, a), host, seed)
+    torch.manual_seed(1)
+    y_ref, g_ref = grads(lambda h, s: BlendLerp.apply(h, s, a, None, None), host, seed)
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0, equal_nan=True)
+    for got, want in zip(g, g_ref):
+        torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@given(alpha=st.floats(-1, 2), low=st.floats(-1, 0.5), high=st.floats(0.5, 2))
+def test_fast_gate_is_the_general_path(alpha, low, high):
+    host, seed = torch.randn(5, 7, 3), torch.randn(5, 7, 3)
+    gate = torch.linspace(low, high, 5).reshape(5, 1, 1)
+    a = torch.tensor(alpha)
+    assert _fast_cpu_lerp(host, seed, a, gate) is not None
+    torch.manual_seed(1)
+    y, g = grads(lambda h, s, gt: kernels.blend_gate(h, s, a, gt), host, seed, gate)
+    torch.manual_seed(1)
+    y_ref, g_ref = grads(lambda h, s, gt: _native_lerp(h, s, a, gt), host, seed, gate)
+    assert torch.equal(y, y_ref)
+    for got, want in zip(g, g_ref):
+        assert torch.equal(got, want)
+    # and the contract, in float64: lerp with e = clamp(clamp(a) * clamp(g))
+    want = reference.blend_gate(host.double(), seed.double(), a.double(), gate.double())
+    torch.testing.assert_close(y.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_fast_path_declines_what_it_does_not_cover():
+    h, s = torch.randn(4, 6), torch.randn(4, 6)
+    a, g = torch.tensor(0.3), torch.rand(4, 1)
+    declined = [
+        (h.t(), s.t().contiguous(), a, None),  # host not contiguous
+        (h, s.double(), a, None),  # seed of another dtype (the contract's cast)
+        (h, s, torch.tensor(0.3, requires_grad=True), None),  # alpha learned
+        (h, s, torch.rand(4, 1), None),  # per-sample alpha
+        (h, h, a, None),  # the same tensor twice
+        (torch.nn.Parameter(h), s, a, None),  # a subclass
+        (h.bfloat16(), s.bfloat16(), a, g.bfloat16()),  # a low-precision tensor weight
+        (h, s, a, torch.rand(1, 1)),  # a one-element gate (the number path)
+        (h, s, a, torch.rand(4, 6)),  # not per-sample: the full checks reject it
+    ]
+    for case in declined:
+        assert _fast_cpu_lerp(*case) is None
+    with pytest.raises(ValueError, match="gate"):
+        kernels.blend_gate(h, s, a, torch.rand(4, 6))
+
+
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_mixed_dense_layouts_run_natively_in_host_layout(with_gate):
+    """A batch_first attention output (a transposed view) next to a contiguous seed."""
+    host = torch.randn(6, 4, 8).transpose(0, 1)  # [4, 6, 8], dense, not contiguous
+    seed = torch.randn(4, 6, 8)
+    a = torch.tensor(0.4)
+    gate = torch.rand(4, 1, 1) if with_gate else None
+
+    def ours(h, s, *rest):
+        return (kernels.blend_gate(h, s, a, rest[0]) if with_gate
+                else kernels.blend_add(h, s, a))
+
+    def general(h, s, *rest):
+        return BlendLerp.apply(h, s, a, rest[0] if with_gate else None, None)
+
+    inputs = (host, seed) + ((gate,) if with_gate else ())
+    torch.manual_seed(2)
+    y, g = grads(ours, *inputs)
+    torch.manual_seed(2)
+    y_ref, g_ref = grads(general, *inputs)
+    out = ours(*inputs)
+    assert out.stride() == host.stride()  # the contract: host's layout
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    for got, want in zip(g, g_ref):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("numel", [_NATIVE_BELOW // 2, _NATIVE_BELOW * 2])
+@pytest.mark.parametrize("variant", ["tied", "detached", "separate"])
+def test_multiply_native_and_function_agree(numel, variant):
+    """Below _NATIVE_BELOW elements blend_multiply runs on native autograd, above it through
+    BlendMultiplyEagerCpu: the same forward bits, gradients within float32 rounding, both
+    against the float64 oracle."""
+    host, seed, s_in = (torch.randn(4, numel // 4) for _ in range(3))
+    a = torch.tensor(0.6)
+    call = {"tied": lambda h, s, x: kernels.blend_multiply(h, s, a, h),
+            "detached": lambda h, s, x: kernels.blend_multiply_detached(h, s, a),
+            "separate": lambda h, s, x: kernels.blend_multiply(h, s, a, x)}[variant]
+    function = {"tied": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, True),
+                "detached": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, False),
+                "separate": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, x, False)}[variant]
+    torch.manual_seed(3)
+    y, g = grads(call, host, seed, s_in)
+    torch.manual_seed(3)
+    y_ref, g_ref = grads(function, host, seed, s_in)
+    assert torch.equal(y, y_ref)
+    for got, want in zip(g, g_ref):
+        if want is None:
+            assert got is None or not got.any()
+        else:
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_an_open_gradient_gate_is_its_input_eagerly_and_a_closed_one_zeroes():
+    x = torch.randn(3, 4, requires_grad=True)
+    assert gradient_gate(x, torch.tensor(False)) is x
+    y = gradient_gate(x, torch.tensor(True))
+    assert y is not x and y.grad_fn is not None
+    (gx,) = torch.autograd.grad((y * 2).sum(), x)
+    assert torch.equal(gx, torch.zeros_like(x))
+    # Under torch.compile the gate stays the Function (its flag is read at run time).
+    closed = torch.tensor(False)
+    compiled = torch.compile(lambda t: GradientGate.apply(t, closed) * 3, fullgraph=True,
+                             backend="eager")
+    (gc,) = torch.autograd.grad(compiled(x).sum(), x)
+    assert torch.equal(gc, torch.full_like(x, 3.0))
