@@ -49,11 +49,10 @@ from .discovery import named_slots  # noqa: F401  (re-exported)
 from .events import emit
 from .extra_state import SCHEMA_VERSION, VERSION_KEY, check_record, raise_if
 from .gate import DefaultGate
-from .grad_flow import GradFlowProbe, GradFlowStatus
 from .gradient_gate import gradient_gate
 from .lifecycle import COOLDOWN_STAGES, SEED_STAGES, BlendMode, LifecycleError, Stage, require_stage
 from .metrics import SeedMetrics
-from .telemetry import SeedOutputProbe
+from .probes import GradFlowProbe, GradFlowStatus, SeedOutputProbe
 
 # topology -> whether BLENDING isolates the seed by default (TRAINING always does by default)
 TOPOLOGIES = {"cnn": True, "transformer": False}

@@ -15,7 +15,7 @@ PACKAGES = ("esper_slot", "kernels")
 # Modules below the slot: what they import must never reach esper_slot.slot.
 LOWER = ("alpha", "blueprints", "blueprints.cnn", "blueprints.transformer", "discovery",
          "events", "extra_state", "gate", "gates", "grad_flow", "gradient_gate", "lifecycle",
-         "metrics", "migration", "optim", "registry", "telemetry")
+         "metrics", "migration", "norms", "optim", "probes", "registry", "telemetry")
 
 
 def module_name(path: Path) -> str:

@@ -18,7 +18,8 @@ from torch import nn
 
 import esper_slot
 from esper_slot import BlendMode, GradientTelemetry
-from esper_slot.telemetry import _chunked_norms, esper_lite_ratio, tensor_norms
+from esper_slot.norms import _chunked_norms, tensor_norms
+from esper_slot.telemetry import esper_lite_ratio
 from tests.support.slot_models import MultiSlotMlp
 from tests.support.twins import CountingBackend
 
