@@ -3,7 +3,7 @@
 Runs, on the current device (CUDA when available, else CPU), every operator x dtype x size x
 pass for ours (kernels.*), the eager formulas and torch.compile of the formulas, the device's
 copy bandwidth, bytes saved for backward, and end-to-end training steps; writes FILE (JSON),
-FILE.md (table; on a GPU with the GPU issue's targets and verdicts) and FILE.png (plot), and
+FILE.md (table; on a GPU with the first GPU run's targets and verdicts) and FILE.png (plot), and
 prints the table.
 
 Every finished case is also written at once to FILE with the suffix .partial.json, so a run cut

@@ -50,7 +50,7 @@ def markdown(result: dict) -> str:
 
 
 def targets(result: dict) -> list[tuple[str, bool | None, str]]:
-    """The GPU issue's targets, each as (target, met, the numbers behind the verdict); met is
+    """The first GPU run's targets, each as (target, met, the numbers behind the verdict); met is
     None where the run holds no row for it. Read from the rows as measured, nothing else."""
     import statistics
 
@@ -104,7 +104,7 @@ def targets(result: dict) -> list[tuple[str, bool | None, str]]:
 
 def targets_markdown(result: dict) -> str:
     verdict = {True: "met", False: "NOT met", None: "not measured"}
-    lines = ["", "Targets (the GPU issue's), from the rows above:", "",
+    lines = ["", "Targets (of the first GPU run), from the rows above:", "",
              "| target | verdict | measured |", "|---|---|---|"]
     lines += [f"| {t} | {verdict[ok]} | {why} |" for t, ok, why in targets(result)]
     return "\n".join(lines) + "\n"

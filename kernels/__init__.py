@@ -1,4 +1,4 @@
-"""Fused STE/blend operators for morphogenetic training (see ../shared/design/semantics.md).
+"""Fused STE/blend operators for morphogenetic training (see docs/semantics.md).
 
     ste(host, seed)                               host values, gradient straight through to both
     blend_add(host, seed, alpha)                  lerp(host, seed, clamp(alpha, 0, 1))

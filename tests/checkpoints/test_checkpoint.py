@@ -1,4 +1,5 @@
-"""Strict, atomic, versioned slot checkpoints (ticket B3-DRL-17)."""
+"""Strict, atomic, versioned slot checkpoints (docs/origins/isolate-gradients-default.md
+asked for them)."""
 
 from __future__ import annotations
 

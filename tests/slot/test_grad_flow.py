@@ -1,4 +1,4 @@
-"""Always-on grad-flow status (ticket B3-DRL-16): recorded in forward, read outside, one warning
+"""Always-on grad-flow status (docs/origins/ste-assertion-debug-only.md): recorded in forward, read outside, one warning
 per slot per blocked episode on the "esper_slot" logger, eager and compiled."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The operators written as plain differentiable PyTorch, straight from the semantics table
-(../shared/design/semantics.md). Inputs are promoted to the compute dtype (float64 for float64
+(docs/semantics.md). Inputs are promoted to the compute dtype (float64 for float64
 hosts, float32 otherwise) after seed/seed_input are cast to host's dtype; the result is rounded
 to host's dtype. autograd supplies every gradient, including alpha's and gate's clamp rule."""
 
