@@ -38,3 +38,25 @@ def _seed_rng():
 def pytest_report_header(config):
     backends = {d: kernels.active_backend(d) for d in DEVICES}
     return f"esper-slot kernels backends: {backends} (TRITON_INTERPRET={int(INTERPRET)})"
+
+
+# ESPER_KERNEL_LOG=FILE (with TRITON_INTERPRET=1): write every distinct Triton kernel launch
+# (kernel, constexpr values, tensor dtypes) to FILE, to compare what two test selections reach.
+if INTERPRET and os.environ.get("ESPER_KERNEL_LOG"):
+    from triton.runtime.interpreter import InterpretedFunction
+
+    _LAUNCHES: set[str] = set()
+    _run = InterpretedFunction.run
+
+    def _logged_run(self, *args, grid, warmup, **kwargs):
+        named = dict(zip(self.arg_names, args), **kwargs)
+        parts = [f"{k}={v}" for k, v in named.items() if k.isupper()]
+        parts += [f"{k}:{v.dtype}" for k, v in named.items() if isinstance(v, torch.Tensor)]
+        _LAUNCHES.add(f"{self.fn.__module__}.{self.fn.__name__}({', '.join(parts)})")
+        return _run(self, *args, grid=grid, warmup=warmup, **kwargs)
+
+    InterpretedFunction.run = _logged_run  # type: ignore[method-assign]
+
+    def pytest_sessionfinish(session, exitstatus):
+        with open(os.environ["ESPER_KERNEL_LOG"], "w") as out:
+            out.write("\n".join(sorted(_LAUNCHES)) + "\n")
