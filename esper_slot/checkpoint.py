@@ -96,7 +96,10 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
                 if torch.is_tensor(v) and not any(k.startswith(d) for d in dropped)}
     expected.update(added)
     for key, value in state_dict.items():
-        if key in expected and torch.is_tensor(value) and value.shape != expected[key]:
+        if key in expected and not torch.is_tensor(value):  # torch would raise mid-load
+            problems.append(f"{key!r} is a {type(value).__name__} in the checkpoint, not a "
+                            "tensor")
+        elif key in expected and value.shape != expected[key]:
             problems.append(f"{key!r} has shape {list(value.shape)} in the checkpoint but "
                             f"{list(expected[key])} in the model")
     if strict:

@@ -2,7 +2,7 @@
 the cause, a digest refuses silently corrupted data, and older files still load (issue 27).
 
 The fuzz test's size is ESPER_CHECKPOINT_FUZZ mutations per kind (default 20, 80 files in all);
-``python -m tests.test_checkpoint_integrity [N]`` runs N per kind and prints the outcome table
+``python -m tests.test_checkpoint_integrity [N [SEED]]`` runs N per kind and prints the outcomes
 (the issue's measure: N = 100 for truncation, overwritten bytes and random bytes).
 """
 
@@ -165,6 +165,22 @@ def test_a_state_dict_given_to_save_checkpoint_is_not_changed(tmp_path):
     assert got["rec"] == {"a": 1}
 
 
+def test_a_non_tensor_where_a_tensor_belongs_changes_nothing(tmp_path):
+    # an unverified file (plain torch.save) whose value is not a tensor: PyTorch itself would
+    # raise only after copying the modules before it
+    state = saved_state(two_slot_host())
+    state["slots.1.seed.up.weight"] = 3
+    torch.save(state, tmp_path / "odd.pt")
+    target = two_slot_host(seed=1)
+    before = content(target)
+    with pytest.raises(CheckpointError, match="'slots.1.seed.up.weight' is a int in the "
+                       "checkpoint, not a tensor"):
+        es.load_checkpoint(target, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match="not a tensor"):
+        target.load_state_dict(state)
+    assert same(content(target), before)
+
+
 # ---- the digest ---------------------------------------------------------------------------
 
 
@@ -229,6 +245,27 @@ def test_large_non_contiguous_and_blocked_tensors_match_in_place_ones(monkeypatc
 def test_records_are_digested_exactly(a, b):
     assert _digest(a) != _digest(b)
     assert _digest(a) == _digest(a) and _digest({"r": a}) != _digest({"r": b})
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # torch: quantized tensors deprecated, CSR beta
+def test_quantized_sparse_and_other_values_are_verified_through_a_file(tmp_path):
+    torch.manual_seed(0)
+    state = {
+        "q": torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 3, torch.qint8),
+        "qc": torch.quantize_per_channel(torch.randn(4, 4), torch.rand(4) + 0.1,
+                                         torch.arange(4), 0, torch.qint8),
+        "coo": torch.randn(4, 4).relu().to_sparse(),
+        "csr": torch.randn(4, 4).relu().to_sparse_csr(),
+        "size": torch.Size([2, 3]), "dtype": torch.float16, "set": {1, 2},
+    }
+    path = es.save_checkpoint(state, tmp_path / "s.pt")
+    got = es.read_checkpoint(path)
+    assert _digest(got["qc"]) == _digest(state["qc"]) and got["set"] == {1, 2}
+    raw = torch.load(path, weights_only=True)
+    raw["q"] = torch.quantize_per_tensor(raw["q"].dequantize(), 0.2, 3, torch.qint8)
+    torch.save(raw, tmp_path / "scale.pt")  # another scale: same ints would decode otherwise
+    with pytest.raises(CheckpointError, match="entry 'q' does not match"):
+        es.read_checkpoint(tmp_path / "scale.pt")
 
 
 def test_threads_give_the_same_digests():
@@ -416,8 +453,9 @@ def test_fuzzed_files_raise_only_checkpoint_error_and_never_load_changed_data(ca
 
 def main(argv: list[str]) -> None:
     per_kind = int(argv[0]) if argv else 100
-    outcomes = fuzz(per_kind)
-    print(f"{per_kind} files of each kind (seed 27); data changed = an unchecked torch.load "
+    seed = int(argv[1]) if len(argv) > 1 else 27
+    outcomes = fuzz(per_kind, seed)
+    print(f"{per_kind} files of each kind (seed {seed}); data changed = an unchecked torch.load "
           "fails or reads other data")
     print("| mutation | outcome | data changed | files |\n|---|---|---|---|")
     for (kind, outcome, changed), n in sorted(outcomes.items()):
