@@ -11,10 +11,17 @@ is assigned as a child; the hook costs one isinstance check per registration.)
 Plain ``model.load_state_dict`` cannot tell the hook whether it is strict, so missing and
 unexpected keys outside the slots' own records follow PyTorch's rules there; ``load_state_dict``
 and ``load_checkpoint`` below check those before loading too.
+
+Files (issue 27). ``save_checkpoint`` stores a digest of every entry (integrity.py);
+``read_checkpoint`` and ``load_checkpoint`` check it before anything changes, and turn every
+failure to read or check a file (truncation, zip damage, unpickling, a missing record, an OSError,
+whatever torch.load raises) into a CheckpointError naming the file and the cause, chained to it.
+A file without a digest (saved before, or by plain torch.save) loads with one logged notice.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import tempfile
@@ -24,11 +31,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import registry
+from . import integrity, registry
 from .discovery import named_slots
 from .extra_state import VERSION_KEY, CheckpointError
 from .gate import DefaultGate
 from .lifecycle import SEED_STAGES, Stage
+
+logger = logging.getLogger(__name__)
 
 _EXTRA = "_extra_state"
 _WRAPPER_PARTS = ("_orig_mod", "module")  # torch.compile's and DDP's wrappers
@@ -87,7 +96,10 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
                 if torch.is_tensor(v) and not any(k.startswith(d) for d in dropped)}
     expected.update(added)
     for key, value in state_dict.items():
-        if key in expected and torch.is_tensor(value) and value.shape != expected[key]:
+        if key in expected and not torch.is_tensor(value):  # torch would raise mid-load
+            problems.append(f"{key!r} is a {type(value).__name__} in the checkpoint, not a "
+                            "tensor")
+        elif key in expected and value.shape != expected[key]:
             problems.append(f"{key!r} has shape {list(value.shape)} in the checkpoint but "
                             f"{list(expected[key])} in the model")
     if strict:
@@ -178,10 +190,13 @@ def save_checkpoint(model_or_state_dict, path: str | os.PathLike) -> Path:
     """Save a model's state_dict (of the plain model inside any compile/DDP wrapper) or a state
     dict to ``path`` atomically: written to a temporary file in the same folder, flushed to disk,
     then renamed over ``path``. A crash mid-save leaves the old file (or none), never a
-    truncated one."""
+    truncated one. The file carries a digest of every entry (tensors' dtype, shape and bytes,
+    slot records), checked by read_checkpoint/load_checkpoint; the keys are the model's own and
+    ``torch.load(weights_only=True)`` + plain ``load_state_dict`` read it as before."""
     path = Path(path)
     state = (unwrap(model_or_state_dict).state_dict()
              if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict)
+    state = integrity.with_digest(state)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -200,23 +215,55 @@ def save_checkpoint(model_or_state_dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def read_checkpoint(path: str | os.PathLike, map_location=None) -> dict:
-    """torch.load with weights_only=True: tensors and primitives only, never arbitrary code."""
+def read_checkpoint(path: str | os.PathLike, map_location=None, *, verify: bool = True) -> dict:
+    """torch.load with weights_only=True (tensors and primitives only, never arbitrary code),
+    then, with ``verify``, the file's digest checked against what was read.
+
+    Every failure raises CheckpointError naming the file and the cause (chained to the original
+    exception): a missing or unreadable file, truncation, zip damage (the pickle's zip CRC-32 is
+    checked first), unpickling errors, a missing record, a digest mismatch (naming the first
+    damaged entry). A file without a digest (saved before esper-slot stored one, or by plain
+    torch.save) is read with one logged notice (logger "esper_slot.checkpoint", WARNING) that
+    it was not verified. ``verify=False`` skips the CRC, the digest and the notice: a damaged
+    tensor then loads as it is (see docs/checkpoints-integrity.md)."""
+    where = os.fspath(path) if isinstance(path, (str, os.PathLike)) else repr(path)
     try:
+        if verify:
+            integrity.check_pickle_crc(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"refusing to load {str(path)!r}: it is not a weights-only "
-                              f"checkpoint (it may run code when unpickled): {err}") from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        raise CheckpointError(f"cannot read {str(path)!r} as a checkpoint (truncated or not a "
-                              f"torch.save file?): {err}") from err
+        raise CheckpointError(f"refusing to load {where!r}: it is damaged or not a weights-only "
+                              f"checkpoint (unpickling it could run code): {err}") from err
+    except Exception as err:  # any failure to read the file is a CheckpointError
+        unreachable = isinstance(err, (FileNotFoundError, IsADirectoryError, PermissionError))
+        hint = "" if unreachable else " (truncated, damaged or not a torch.save file?)"
+        detail = str(err) or ("the file ends early" if isinstance(err, EOFError) else "")
+        raise CheckpointError(f"cannot read {where!r} as a checkpoint{hint}: "
+                              f"{type(err).__name__}: {detail}") from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"{str(path)!r} holds a {type(state).__name__}, not a state dict")
+        raise CheckpointError(f"{where!r} holds a {type(state).__name__}, not a state dict")
+    record = integrity.pop_digest(state, where)
+    if not verify:
+        return state
+    if record is None:
+        logger.warning("checkpoint %r has no esper-slot digest (saved by an esper-slot before "
+                       "digests, or by plain torch.save): its tensors and records were not "
+                       "verified", where)
+        return state
+    try:
+        integrity.verify(state, record, where)
+    except CheckpointError:
+        raise
+    except Exception as err:  # e.g. a damaged tensor that cannot be read back
+        raise CheckpointError(f"cannot check {where!r} against its digest: "
+                              f"{type(err).__name__}: {err}") from err
     return state
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True,
-                    map_location=None, from_wrapped: bool = False):
-    """read_checkpoint + the atomic load_state_dict above."""
-    return load_state_dict(model, read_checkpoint(path, map_location), strict=strict,
-                           from_wrapped=from_wrapped)
+                    map_location=None, from_wrapped: bool = False, verify: bool = True):
+    """read_checkpoint (which checks the file's digest unless ``verify=False``) + the atomic
+    load_state_dict above: a file that is damaged, or does not fit the model, raises
+    CheckpointError and the model is not changed."""
+    return load_state_dict(model, read_checkpoint(path, map_location, verify=verify),
+                           strict=strict, from_wrapped=from_wrapped)
