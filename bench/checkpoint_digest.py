@@ -1,6 +1,6 @@
 """python -m bench.checkpoint_digest [--quick] [--reps N] [--out FILE.json]
 
-What the checkpoint digest (esper_slot/integrity.py, issue 27) costs, on this machine:
+What the checkpoint digest (esper_slot/integrity.py) costs, on this machine:
 
 1. Each candidate hash's rate on one 256 MiB buffer in memory (best of 3): hashlib's sha256,
    sha1, sha512, sha3_256, md5, blake2b, blake2s, and zlib's crc32 and adler32.

@@ -12,7 +12,7 @@ Plain ``model.load_state_dict`` cannot tell the hook whether it is strict, so mi
 unexpected keys outside the slots' own records follow PyTorch's rules there; ``load_state_dict``
 and ``load_checkpoint`` below check those before loading too.
 
-Files (issue 27). ``save_checkpoint`` stores a digest of every entry (integrity.py);
+Files. ``save_checkpoint`` stores a digest of every entry (integrity.py);
 ``read_checkpoint`` and ``load_checkpoint`` check it before anything changes, and turn every
 failure to read or check a file (truncation, zip damage, unpickling, a missing record, an OSError,
 whatever torch.load raises) into a CheckpointError naming the file and the cause, chained to it.

@@ -2,7 +2,8 @@
 
 A record is a flat dict of primitives (loadable with ``torch.load(weights_only=True)``) with the
 same keys in every stage. Validation checks the whole record and reports every problem at once;
-nothing has defaults: a missing field is an error, never a guess (docs/origins/isolate-gradients-default.md).
+nothing has defaults: a missing field is an error, never a guess
+(docs/origins/isolate-gradients-default.md).
 """
 
 from __future__ import annotations

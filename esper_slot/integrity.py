@@ -1,5 +1,5 @@
 """Checkpoint digests: a hash of every state-dict entry's content, stored in the file and checked
-when it is read (issue 27; costs and the hash's choice in docs/checkpoints-integrity.md).
+when it is read (costs and the hash's choice in docs/checkpoints-integrity.md).
 
 What is hashed, per entry (in the order the state dict holds them):
 - a tensor: its dtype, shape and layout, then its elements' bytes in C order (little-endian,

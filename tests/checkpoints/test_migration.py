@@ -1,6 +1,6 @@
 """Migration of real esper-lite records (tests/fixtures/esper-lite-v1-records.json: an unmodified
-copy of the project's shared fixtures, written by esper-lite's own code at the commit the file names) into
-this package's schema: every record loads, round-trips and continues its alpha ramp."""
+copy of the project's shared fixtures, written by esper-lite's own code at the commit the file
+names) into this package's schema: every record loads, round-trips and continues its alpha ramp."""
 
 from __future__ import annotations
 

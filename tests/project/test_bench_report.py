@@ -1,5 +1,5 @@
-"""bench.report.targets: the first GPU run's target verdicts, read from a result's rows (synthetic rows
-here, so each verdict's rule is checked without a GPU)."""
+"""bench.report.targets: the first GPU run's target verdicts, read from a result's rows (synthetic
+rows here, so each verdict's rule is checked without a GPU)."""
 
 from __future__ import annotations
 

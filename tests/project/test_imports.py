@@ -14,8 +14,8 @@ ROOT = Path(__file__).parent.parent.parent
 PACKAGES = ("esper_slot", "kernels")
 # Modules below the slot: what they import must never reach esper_slot.slot.
 LOWER = ("alpha", "blueprints", "blueprints.cnn", "blueprints.transformer", "discovery",
-         "events", "extra_state", "gate", "gates", "grad_flow", "gradient_gate", "lifecycle",
-         "metrics", "migration", "norms", "optim", "probes", "registry", "telemetry")
+         "events", "extra_state", "gate", "gates", "grad_flow", "gradient_gate", "integrity",
+         "lifecycle", "metrics", "migration", "norms", "optim", "probes", "registry", "telemetry")
 
 
 def module_name(path: Path) -> str:

@@ -1,5 +1,6 @@
-"""Always-on grad-flow status (docs/origins/ste-assertion-debug-only.md): recorded in forward, read outside, one warning
-per slot per blocked episode on the "esper_slot" logger, eager and compiled."""
+"""Always-on grad-flow status (docs/origins/ste-assertion-debug-only.md): recorded in forward, read
+outside, one warning per slot per blocked episode on the "esper_slot" logger, eager and
+compiled."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """Checkpoint files: every failure to read or check one is a CheckpointError naming the file and
-the cause, a digest refuses silently corrupted data, and older files still load (issue 27).
+the cause, a digest refuses silently corrupted data, and older files still load.
 
 The fuzz test's size is ESPER_CHECKPOINT_FUZZ mutations per kind (default 20, 80 files in all);
-``python -m tests.test_checkpoint_integrity [N [SEED]]`` runs N per kind and prints the outcomes
-(the issue's measure: N = 100 for truncation, overwritten bytes and random bytes).
+``python -m tests.checkpoints.test_checkpoint_integrity [N [SEED]]`` runs N per kind and prints the
+outcomes (the issue's measure: N = 100 for truncation, overwritten bytes and random bytes).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from torch import nn
 
 import esper_slot as es
 from esper_slot import BlendMode, CheckpointError, Stage, integrity
-from tests.slot_models import MultiSlotMlp
+from tests.support.slot_models import MultiSlotMlp
 
-FIXTURE = Path(__file__).parent / "fixtures" / "checkpoint-before-digest.pt"
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "checkpoint-before-digest.pt"
 LOGGER = "esper_slot.checkpoint"
 
 
@@ -379,7 +379,7 @@ def test_errors_name_the_file_and_the_cause(tmp_path):
 
 
 def test_integrity_sits_below_the_slot():
-    from tests.test_imports import graph, reachable
+    from tests.project.test_imports import graph, reachable
 
     edges = graph()
     assert edges["esper_slot.integrity"] <= {"esper_slot.extra_state"}
