@@ -31,8 +31,8 @@ from esper_slot.discovery import named_slots
 
 
 def esper_lite_collect(model, vanishing=1e-7, exploding=5.0):
-    """esper-lite's per-group collection (simic/telemetry/gradient_collector.py as the issue
-    describes it): for the host and for every slot with a seed."""
+    """esper-lite's per-group collection (simic/telemetry/gradient_collector.py, as its
+    documentation describes it): for the host and for every slot with a seed."""
     slots = [s for _, s in named_slots(model) if s.has_seed]
     owned = {id(p) for s in slots for p in s.parameters()}
     groups = [[p for p in model.parameters() if id(p) not in owned]]
