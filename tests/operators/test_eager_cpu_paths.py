@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 import kernels
 from esper_slot.gradient_gate import GradientGate, gradient_gate
-from kernels.blend_lerp import BlendLerp, _fast_cpu_lerp, _native_lerp
-from kernels.blend_multiply import _NATIVE_BELOW, BlendMultiplyEagerCpu
+from kernels.lerp.cpu_fast import fast_cpu_lerp, native_lerp
+from kernels.lerp.ops import BlendLerp
+from kernels.multiply.cpu_fast import NATIVE_BELOW, BlendMultiplyEagerCpu
 from tests.support import reference
 
 pytestmark = pytest.mark.skipif(kernels.active_backend("cpu") != "torch",
@@ -38,9 +39,9 @@ def grads(fn, *inputs):
 def test_fast_add_is_the_general_path(alpha, dtype):
     host, seed = torch.randn(4, 300, dtype=dtype), torch.randn(4, 300, dtype=dtype)
     a = torch.tensor(alpha)
-    assert _fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
-    torch.testing.assert_close(_fast_cpu_lerp(host, seed, a, None),
-                               _native_lerp(host, seed, a, None), rtol=0, atol=0,
+    assert fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
+    torch.testing.assert_close(fast_cpu_lerp(host, seed, a, None),
+                               native_lerp(host, seed, a, None), rtol=0, atol=0,
                                equal_nan=True)
     torch.manual_seed(1)
     y, g = grads(lambda h, s: kernels.blend_add(h, s, a), host, seed)
@@ -56,11 +57,11 @@ def test_fast_gate_is_the_general_path(alpha, low, high):
     host, seed = torch.randn(5, 7, 3), torch.randn(5, 7, 3)
     gate = torch.linspace(low, high, 5).reshape(5, 1, 1)
     a = torch.tensor(alpha)
-    assert _fast_cpu_lerp(host, seed, a, gate) is not None
+    assert fast_cpu_lerp(host, seed, a, gate) is not None
     torch.manual_seed(1)
     y, g = grads(lambda h, s, gt: kernels.blend_gate(h, s, a, gt), host, seed, gate)
     torch.manual_seed(1)
-    y_ref, g_ref = grads(lambda h, s, gt: _native_lerp(h, s, a, gt), host, seed, gate)
+    y_ref, g_ref = grads(lambda h, s, gt: native_lerp(h, s, a, gt), host, seed, gate)
     assert torch.equal(y, y_ref)
     for got, want in zip(g, g_ref):
         assert torch.equal(got, want)
@@ -84,7 +85,7 @@ def test_fast_path_declines_what_it_does_not_cover():
         (h, s, a, torch.rand(4, 6)),  # not per-sample: the full checks reject it
     ]
     for case in declined:
-        assert _fast_cpu_lerp(*case) is None
+        assert fast_cpu_lerp(*case) is None
     with pytest.raises(ValueError, match="gate"):
         kernels.blend_gate(h, s, a, torch.rand(4, 6))
 
@@ -116,10 +117,10 @@ def test_mixed_dense_layouts_run_natively_in_host_layout(with_gate):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("numel", [_NATIVE_BELOW // 2, _NATIVE_BELOW * 2])
+@pytest.mark.parametrize("numel", [NATIVE_BELOW // 2, NATIVE_BELOW * 2])
 @pytest.mark.parametrize("variant", ["tied", "detached", "separate"])
 def test_multiply_native_and_function_agree(numel, variant):
-    """Below _NATIVE_BELOW elements blend_multiply runs on native autograd, above it through
+    """Below NATIVE_BELOW elements blend_multiply runs on native autograd, above it through
     BlendMultiplyEagerCpu: the same forward bits, gradients within float32 rounding, both
     against the float64 oracle."""
     host, seed, s_in = (torch.randn(4, numel // 4) for _ in range(3))
