@@ -44,23 +44,24 @@ def coef_eager(alpha: Tensor, ndim: int, c: torch.dtype) -> float | Tensor:
     return broadcast_view(alpha.detach(), ndim, c).clamp(0, 1)
 
 
-def tanh_eager(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor:
-    """tanh(seed - seed_input) in the compute dtype, both cast to host's dtype first."""
-    c = compute_dtype(host.dtype)
-    s_in = host if seed_input is None else seed_input
-    seed, s_in = seed.to(host.dtype), s_in.to(host.dtype)
-    x = torch.sub(seed, s_in) if host.dtype == c else seed.to(c).sub_(s_in)
-    return x.tanh_()
-
-
 def eager_values(host, seed, alpha, seed_input):
-    """(y, t): y = host (1 + a t) in host's dtype and layout, t = tanh(seed - seed_input)."""
-    t = tanh_eager(host, seed, seed_input)
-    a = coef_eager(alpha, host.dim(), t.dtype)
+    """(y, t): y = host (1 + a t) in host's dtype and layout, t = tanh(seed - seed_input) in the
+    compute dtype (seed and seed_input cast to host's dtype first).
+
+    A bfloat16/float16 host is upcast once and that copy used for every operand: a native op
+    given tensors of two dtypes makes its own float32 copy of each low-precision operand (host
+    twice in addcmul), and each is a fresh allocation (docs/operators.md, "bfloat16 on a
+    CPU")."""
+    c = compute_dtype(host.dtype)
+    h = host.to(c)  # host itself in float32/float64
+    s_in = h if seed_input is None else seed_input.to(host.dtype).to(c)
+    s = seed.to(host.dtype).to(c)
+    t = (torch.sub(s, s_in) if host.dtype == c else s.sub_(s_in)).tanh_()  # s is fresh there
+    a = coef_eager(alpha, host.dim(), c)
     if isinstance(a, float):  # host + a host t: one pass (the kernels round host (1 + a t))
-        y = torch.addcmul(host, host, t, value=a)
+        y = torch.addcmul(h, h, t, value=a)
     else:
-        y = torch.addcmul(host, host, t * a)
+        y = torch.addcmul(h, h, t * a)
     y = y.to(host.dtype)
     if y.stride() != host.stride():
         y = torch.empty_like(host).copy_(y)
@@ -88,7 +89,8 @@ class BlendMultiplyEagerCpu(torch.autograd.Function):
         need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
         a = coef_eager(alpha, host.dim(), t.dtype)
         g = grad.to(t.dtype)
-        gh = torch.mul(g, host)
+        # g host: a bfloat16/float16 host is upcast into a fresh tensor and multiplied there
+        gh = torch.mul(g, host) if host.dtype == t.dtype else host.to(t.dtype).mul_(g)
         grad_alpha = None
         if need_alpha:
             sums = per_sample_sum(gh * t, alpha.numel() > 1)
