@@ -69,7 +69,12 @@ def blend(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Ten
     w = weight(host, alpha, gate)
     if host.dtype == c and seed.dtype == c:
         return torch.lerp(host, seed, w, out=out)
-    return out.copy_(torch.lerp(host.to(c), seed.to(host.dtype).to(c), w))
+    s = seed.to(host.dtype).to(c)
+    if host.dtype == c:
+        return torch.lerp(host, s, w, out=out)
+    # A bfloat16/float16 host: lerp in place on its float32 copy, one temporary fewer (each is
+    # a fresh allocation, often page faults on a CPU: docs/operators.md, "bfloat16 on a CPU").
+    return out.copy_(host.to(c).lerp_(s, w))
 
 
 def bwd_torch(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
@@ -113,15 +118,22 @@ def grads(grad: Tensor, host: Tensor | None, seed: Tensor | None, alpha: Tensor,
     None otherwise). The one gradient function of the PyTorch path and the compile path."""
     c = compute_dtype(grad.dtype)
     w = weight(grad, alpha, gate)
-    g = grad.to(c)
-    grad_host = (g * (1 - w)).to(grad.dtype) if need_host else None
-    grad_seed = (g * w).to(grad.dtype).to(seed_dtype) if need_seed else None
+    g = grad.to(c)  # a fresh copy, unless grad is in the compute dtype already
+    # Every float32 temporary of a bfloat16 blend is a fresh allocation, which on a CPU is often
+    # paid in page faults (docs/operators.md): the in-place ops below work on fresh copies only,
+    # one temporary fewer each, and give the bits of their out-of-place forms.
     grad_alpha = grad_gate = None
     if need_alpha or need_gate:
         assert host is not None and seed is not None
-        d = g * (seed.to(host.dtype).to(c) - host.to(c))
+        s = seed.to(host.dtype).to(c)  # fresh when host's dtype is not c
+        d = (s.sub_(host) if host.dtype != c else torch.sub(s, host)).mul_(g)
         grad_alpha, grad_gate = finish_torch(per_sample_sum(d, per_sample(alpha, gate)),
                                              alpha, gate, need_alpha, need_gate)
+        del s, d
+    grad_host = (g * (1 - w)).to(grad.dtype) if need_host else None
+    grad_seed = None
+    if need_seed:  # g's last use: multiplied in place when it is a copy
+        grad_seed = (g.mul_(w) if grad.dtype != c else g * w).to(grad.dtype).to(seed_dtype)
     return (grad_host, grad_seed, grad_alpha if need_alpha else None,
             grad_gate if need_gate else None)
 
