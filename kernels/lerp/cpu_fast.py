@@ -6,8 +6,9 @@ op costs microseconds, as much as lerp itself at 64K elements).
 torch.lerp gives the contract's bits for a Python-number weight (lerp then computes in float32,
 or float64, for every dtype) and for a tensor weight in float32/float64. It does not for a tensor
 weight with a bfloat16/float16 host (lerp would round the weight to that dtype): those calls get
-None here and run the PyTorch path (ops.BlendLerp). lerp's autograd saves nothing input-sized
-for a weight that needs no gradient, and only host and seed (inputs) for one that does.
+None here and run the PyTorch path (torch_path.BlendLerpEager). lerp's autograd saves nothing
+input-sized for a weight that needs no gradient, and only host and seed (inputs) for one that
+does.
 """
 
 from __future__ import annotations
@@ -44,15 +45,14 @@ def fast_cpu_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None
         return None
     if alpha.requires_grad and torch.is_grad_enabled():
         return None
-    a = unit_clamp(alpha)
     if gate is None:
-        return torch.lerp(host, seed, a)
+        return torch.lerp(host, seed, unit_clamp(alpha))
     if not (type(gate) is tensor and gate.is_cpu and gate.dtype is host.dtype
             and host.dtype in _WEIGHT_DTYPES and gate.dim() == host.dim()
             and 1 < gate.numel() == gate.shape[0] == host.shape[0]
             and gate is not host and gate is not seed and gate is not alpha):
         return None
-    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), a))
+    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), unit_clamp(alpha)))
 
 
 def eager_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor | None:
@@ -80,17 +80,16 @@ def native_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) 
         if host.dtype != c:
             return None
         return torch.lerp(host, seed, weight(host, alpha, gate))
-    a = unit_clamp(alpha)
     if gate is None:
-        return torch.lerp(host, seed, a)
+        return torch.lerp(host, seed, unit_clamp(alpha))
     if gate.numel() == 1 and not needs_grad(gate):
-        return torch.lerp(host, seed, product_weight(a, unit_clamp(gate), c))
+        return torch.lerp(host, seed, product_weight(unit_clamp(alpha), unit_clamp(gate), c))
     if host.dtype != c or gate.dim() > host.dim():
         return None
     # gate broadcasts against host as it is (check_coefficient); clamp(g) * a stays in [0, 1],
     # so the contract's outer clamp changes neither the value nor the gradient.
     gate = gate if gate.dtype == c else gate.to(c)
-    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), a))
+    return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), unit_clamp(alpha)))
 
 
 def product_weight(a: float, g: float, c: torch.dtype) -> float:

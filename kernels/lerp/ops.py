@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .._backend import HAS_TRITON, eager_cpu
+from .._backend import HAS_TRITON
 from .._library import probed_schema, register_op, register_pair
 from .alloc import alloc_grads, coef_grads_like
 from .torch_path import bwd_torch, fwd_torch, restore, save_inputs
@@ -59,8 +59,9 @@ blend_lerp_fwd_probed = register_op(
 
 
 class BlendLerp(torch.autograd.Function):
-    """Autograd boundary of blend_add / blend_gate (gate=None for blend_add) over the ops; on
-    the eager CPU path it calls the PyTorch path directly (no op boundary).
+    """Autograd boundary of blend_add / blend_gate (gate=None for blend_add) over the ops: one
+    registered op forward, one backward. (Eager CPU calls never come here: the router runs
+    torch_path.BlendLerpEager, the same PyTorch path without the op boundary.)
 
     Saves its inputs only (torch_path.save_inputs): host and seed only when a coefficient needs
     a gradient. ``nonfinite`` (eager only) selects the probed forward op."""
@@ -68,8 +69,6 @@ class BlendLerp(torch.autograd.Function):
     @staticmethod
     def forward(ctx, host, seed, alpha, gate, incubate, nonfinite=None):
         save_inputs(ctx, host, seed, alpha, gate, incubate)
-        if eager_cpu(host):  # no op boundary
-            return fwd_torch(host, seed, alpha, gate, incubate, nonfinite)
         if nonfinite is None:
             return blend_lerp_fwd(host, seed, alpha, gate, incubate)
         return blend_lerp_fwd_probed(host, seed, alpha, gate, incubate, nonfinite)
@@ -79,8 +78,7 @@ class BlendLerp(torch.autograd.Function):
     def backward(ctx, grad):
         host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = (
             restore(ctx))
-        bwd = bwd_torch if eager_cpu(grad) else blend_lerp_bwd
-        grad_host, grad_seed, grad_alpha, grad_gate = bwd(
+        grad_host, grad_seed, grad_alpha, grad_gate = blend_lerp_bwd(
             grad, host, seed, alpha, gate, incubate, ctx.seed_dtype,
             need_host, need_seed, need_alpha, need_gate,
         )

@@ -11,7 +11,7 @@ from .._layout import needs_grad
 from .._probe import check_nonfinite, probe_outside_op
 from .cpu_fast import eager_lerp, fast_cpu_lerp
 from .ops import BlendLerp
-from .torch_path import BlendLerpFormulas, fwd_torch
+from .torch_path import BlendLerpEager, BlendLerpFormulas, blend
 
 
 def route_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
@@ -43,11 +43,15 @@ def route_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor 
           and no op dispatch (BlendLerp's Python backward measured ~300 us per call in the
           eager transformer step; bench/NOTES.md, "The eager CPU path" and "Eager CPU: the
           end-to-end step").
-       c. everything else (a tensor weight with a bfloat16/float16 host, a learned alpha
-          there, a host or seed that is not dense): ops.BlendLerp on the PyTorch path, or
-          torch_path.fwd_torch alone when nothing needs a gradient. Contract: float32 compute
-          with one rounding to host's dtype, which torch.lerp cannot give with a
-          low-precision tensor weight; host's layout.
+       c. everything else (a tensor weight with a bfloat16/float16 host: a per-sample gate, a
+          learned or per-sample alpha; a host or seed that is not dense):
+          torch_path.BlendLerpEager (the PyTorch path as a Function, no op boundary), or
+          torch_path.blend alone when nothing needs a gradient. Contract: float32 compute with
+          one rounding to host's dtype, which torch.lerp cannot give with a low-precision
+          tensor weight (it rounds the weight to that dtype); only inputs saved for backward;
+          host's layout. The cost, measured (docs/operators.md): 0.4-0.5x of the bfloat16
+          eager formula, which rounds the weight and every op to bfloat16. Native autograd on
+          float32 copies is faster below ~80K elements, but keeps both copies for backward.
     5. The probed op: ``nonfinite`` given off the eager CPU path (CUDA, or the interpreter):
        BlendLerp over esper_slot::blend_lerp_fwd_probed, whose Triton kernel sets the probe
        from the seed values it loads (no extra pass).
@@ -77,8 +81,8 @@ def route_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor 
         if out is not None:
             return out
         if needs_grad(host, seed, alpha, gate):
-            return BlendLerp.apply(host, seed, alpha, gate, incubate)
-        return fwd_torch(host, seed, alpha, gate, incubate)
+            return BlendLerpEager.apply(host, seed, alpha, gate)
+        return blend(host, seed, alpha, gate)
     if nonfinite is not None:
         return BlendLerp.apply(host, seed, alpha, gate, incubate, nonfinite)
     if tracing_formulas():

@@ -1,8 +1,9 @@
 """The lerp family in PyTorch: the PyTorch path (the registered ops' CompositeExplicitAutograd
-kernels: CPU without the Triton interpreter, devices without Triton, the eager CPU fallback) and
-the compile path (BlendLerpFormulas, traced by torch.compile so Inductor fuses it).
+kernels: devices without Triton, torch.compile's opaque path on a CPU; and BlendLerpEager, the
+eager CPU fallback without an op boundary) and the compile path (BlendLerpFormulas, traced by
+torch.compile so Inductor fuses it).
 
-Both backward passes call one gradient function, ``grads``; the forwards compute the same
+Every backward here calls one gradient function, ``grads``; the forwards compute the same
 lerp(host, seed_cast, e) in the compute dtype (float32; float64 for float64 data) and round once
 to host's dtype. With g = dL/dy and e the clamped weight (see weight):
     dL/dhost = g (1 - e)        rounded to host's dtype
@@ -138,7 +139,7 @@ def grads(grad: Tensor, host: Tensor | None, seed: Tensor | None, alpha: Tensor,
             grad_gate if need_gate else None)
 
 
-# ---- what both autograd Functions save (BlendLerpFormulas here, ops.BlendLerp) ----
+# ---- what the autograd Functions save (BlendLerpEager, BlendLerpFormulas, ops.BlendLerp) ----
 
 
 def save_inputs(ctx, host, seed, alpha, gate, incubate) -> None:
@@ -156,6 +157,25 @@ def restore(ctx):
     need a gradient (gate only when there is one)."""
     need_host, need_seed, need_alpha, need_gate = ctx.needs_input_grad[:4]
     return (*ctx.saved_tensors, need_host, need_seed, need_alpha, need_gate and ctx.has_gate)
+
+
+class BlendLerpEager(torch.autograd.Function):
+    """The PyTorch path as an autograd.Function for eager CPU calls (router route 4c): blend
+    forward, ``grads`` backward, no registered-op boundary. The router has run the incubator
+    already (a CPU flag, read once at forward), so there is no flag here, and autograd takes
+    the gradients in whatever layout ``grads`` gives them. Saves its inputs only."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, gate):
+        save_inputs(ctx, host, seed, alpha, gate, None)
+        return blend(host, seed, alpha, gate)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, gate, _, need_host, need_seed, need_alpha, need_gate = restore(ctx)
+        return (*grads(grad, host, seed, alpha, gate, ctx.seed_dtype, need_host, need_seed,
+                       need_alpha, need_gate), None)
 
 
 # ---- the compile path ----

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .._backend import HAS_TRITON, eager_cpu
+from .._backend import HAS_TRITON
 from .._library import probed_schema, register_op, register_pair
 from .alloc import alloc_grads
 from .torch_path import bwd_torch, fwd_torch
@@ -60,8 +60,9 @@ blend_multiply_fwd_probed = register_op(
 
 
 class BlendMultiply(torch.autograd.Function):
-    """Autograd boundary of blend_multiply over the ops; saves its inputs and nothing else. On
-    the eager CPU path it calls the PyTorch path directly (no op boundary).
+    """Autograd boundary of blend_multiply over the ops: one registered op forward, one
+    backward; saves its inputs and nothing else. (Eager CPU calls never come here: the router
+    runs cpu_fast's shortcuts or torch_path.BlendMultiplyEager.)
 
     seed_input=None: seed_input holds host's values, read once; ``tied_grad`` says whether its
     gradient flows into host (seed_input is host itself) or nowhere (host.detach())."""
@@ -70,8 +71,6 @@ class BlendMultiply(torch.autograd.Function):
     def forward(ctx, host, seed, alpha, seed_input, tied_grad, incubate, nonfinite=None):
         ctx.tied_grad = tied_grad
         ctx.save_for_backward(host, seed, alpha, seed_input, incubate)
-        if eager_cpu(host):  # no op boundary
-            return fwd_torch(host, seed, alpha, seed_input, incubate, nonfinite)
         if nonfinite is None:
             return blend_multiply_fwd(host, seed, alpha, seed_input, incubate)
         return blend_multiply_fwd_probed(host, seed, alpha, seed_input, incubate, nonfinite)
@@ -81,8 +80,7 @@ class BlendMultiply(torch.autograd.Function):
     def backward(ctx, grad):
         host, seed, alpha, seed_input, incubate = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_seed_input = ctx.needs_input_grad[:4]
-        bwd = bwd_torch if eager_cpu(grad) else blend_multiply_bwd
-        grads = bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
+        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
                     need_host, need_seed, need_alpha, need_seed_input)
         needs = (need_host, need_seed, need_alpha, need_seed_input)
         return (*(g if needed else None for g, needed in zip(grads, needs)), None, None, None)

@@ -12,7 +12,7 @@ from .._layout import needs_grad, same_dense_layout
 from .._probe import check_nonfinite, probe_outside_op
 from .cpu_fast import BlendMultiplyEagerCpu, eager_values, native_applies, native_multiply
 from .ops import BlendMultiply
-from .torch_path import BlendMultiplyFormulas
+from .torch_path import BlendMultiplyEager, BlendMultiplyFormulas
 
 
 def route_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
@@ -33,9 +33,9 @@ def route_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor, seed_inpu
        a. the incubate flag holds True: _incubate.Incubating, ste(host, seed, copy=True) with
           zero gradients to alpha and seed_input. Contract: the incubate flag; the CPU flag is
           read for free.
-       b. seed (or seed_input) in a layout other than host's, or not dense: ops.BlendMultiply
-          on the PyTorch path. Contract: host's layout (the shortcuts below need one shared
-          dense layout).
+       b. seed (or seed_input) in a layout other than host's, or not dense:
+          torch_path.BlendMultiplyEager, the PyTorch path without an op boundary. Contract:
+          host's layout (the shortcuts below assume one shared dense layout).
        c. nothing needs a gradient: cpu_fast.eager_values (tanh, one addcmul, one rounding).
        d. float32/float64, below cpu_fast.NATIVE_BELOW elements, a scalar alpha needing no
           gradient: cpu_fast.native_multiply, native autograd. Why: below ~45K elements the
@@ -61,7 +61,7 @@ def route_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor, seed_inpu
             return Incubating.apply(host, seed, alpha, seed_input)
         if not same_dense_layout(host, seed) or not (
                 seed_input is None or same_dense_layout(host, seed_input)):
-            return BlendMultiply.apply(host, seed, alpha, seed_input, tied_grad, incubate)
+            return BlendMultiplyEager.apply(host, seed, alpha, seed_input, tied_grad)
         if not needs_grad(host, seed, alpha, seed_input):
             return eager_values(host, seed, alpha, seed_input)[0]
         if native_applies(host, seed, alpha, seed_input):

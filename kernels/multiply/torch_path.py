@@ -1,9 +1,9 @@
 """The multiply family in PyTorch: the PyTorch path (the registered ops'
-CompositeExplicitAutograd kernels: CPU without the Triton interpreter, devices without Triton,
-the eager CPU fallback for mixed layouts) and the compile path (BlendMultiplyFormulas, traced by
-torch.compile so Inductor fuses it).
+CompositeExplicitAutograd kernels: devices without Triton, torch.compile's opaque path on a
+CPU; and BlendMultiplyEager, the eager CPU fallback for mixed layouts, without an op boundary)
+and the compile path (BlendMultiplyFormulas, traced by torch.compile so Inductor fuses it).
 
-Both backward passes call one gradient function, ``grads``; the forwards compute the same
+Every backward here calls one gradient function, ``grads``; the forwards compute the same
 host (1 + a t) in the compute dtype (float32; float64 for float64 data) and round once to host's
 dtype. With t = tanh(seed_cast - seed_input_cast), a = clamp(alpha, 0, 1) and g = dL/dy:
     dL/dhost       = g (1 + a t), minus dL/dseed when seed_input is host itself (tied_grad)
@@ -120,6 +120,27 @@ def grads(grad: Tensor, host: Tensor, seed: Tensor, alpha: Tensor, seed_input: T
         assert seed_input is not None
         grad_seed_input = (-d_seed).to(host.dtype).to(seed_input.dtype)
     return grad_host, grad_seed, grad_alpha, grad_seed_input
+
+
+class BlendMultiplyEager(torch.autograd.Function):
+    """The PyTorch path as an autograd.Function for eager CPU calls (router route 3b): blend
+    forward, ``grads`` backward, no registered-op boundary. The router has run the incubator
+    already (a CPU flag, read once at forward), so there is no flag here. Saves its inputs
+    only."""
+
+    @staticmethod
+    def forward(ctx, host, seed, alpha, seed_input, tied_grad):
+        ctx.tied_grad = tied_grad
+        ctx.save_for_backward(host, seed, alpha, seed_input)
+        return blend(host, seed, alpha, seed_input)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        host, seed, alpha, seed_input = ctx.saved_tensors
+        need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
+        return (*grads(grad, host, seed, alpha, seed_input, ctx.tied_grad, need_host, need_seed,
+                       need_alpha, need_seed_input), None)
 
 
 # ---- the compile path ----

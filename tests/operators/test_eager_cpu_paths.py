@@ -1,7 +1,9 @@
 """The eager CPU path's shortcuts give the general path's bits: the fast dispatch of blend_add /
 blend_gate, native lerp for host and seed in different dense layouts, native autograd for small
-multiply blends, and the open gradient gate that is its input. Each is compared with the path
-it short-cuts (values and gradients), on inputs where they differ most (clamping, NaN, layouts).
+multiply blends, the PyTorch path without the op boundary (BlendLerpEager, BlendMultiplyEager)
+against the same path through the registered ops, and the open gradient gate that is its input.
+Each is compared with the path it short-cuts (values and gradients), on inputs where they differ
+most (clamping, NaN, layouts).
 The PyTorch path only: under TRITON_INTERPRET=1 CPU tensors run the Triton kernels."""
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ import kernels
 from esper_slot.gradient_gate import GradientGate, gradient_gate
 from kernels.lerp.cpu_fast import fast_cpu_lerp, native_lerp
 from kernels.lerp.ops import BlendLerp
+from kernels.lerp.torch_path import BlendLerpEager
 from kernels.multiply.cpu_fast import NATIVE_BELOW, BlendMultiplyEagerCpu
+from kernels.multiply.ops import BlendMultiply
+from kernels.multiply.torch_path import BlendMultiplyEager
 from tests.support import reference
+from tests.support.cases import layout
 
 pytestmark = pytest.mark.skipif(kernels.active_backend("cpu") != "torch",
                                 reason="the eager CPU path runs only on the PyTorch backend")
@@ -115,6 +121,50 @@ def test_mixed_dense_layouts_run_natively_in_host_layout(with_gate):
     torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
     for got, want in zip(g, g_ref):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed_layout", ["contiguous", "channels_last", "permuted"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_eager_fallbacks_are_the_ops_path(dtype, seed_layout):
+    """Routes 4c (lerp) and 3b (multiply): the PyTorch path as a Function without the op
+    boundary gives the bits of the same path through the registered ops (ops.BlendLerp,
+    ops.BlendMultiply), values and every gradient, with learned per-sample coefficients, a
+    float32 seed (the contract's cast) and mixed layouts; and the public call, where it takes
+    them (lerp with a low-precision host; multiply with layouts that differ)."""
+    host = layout(torch.randn(4, 3, 5, 2, dtype=dtype), "channels_last")
+    seed = layout(torch.randn(4, 3, 5, 2), seed_layout)
+    s_in = layout(torch.randn(4, 3, 5, 2, dtype=dtype), seed_layout)
+    alpha = torch.tensor([-0.2, 0.0, 0.7, 1.0]).reshape(4, 1, 1, 1)
+    gate = torch.tensor([0.5, 1.3, 0.25, math.nan]).reshape(4, 1, 1, 1)
+    pairs = [
+        (lambda h, s, a, g: BlendLerpEager.apply(h, s, a, g),
+         lambda h, s, a, g: BlendLerp.apply(h, s, a, g, None),
+         # float32 takes route 4b (native lerp) instead: its sums are ordered differently
+         (lambda h, s, a, g: kernels.blend_gate(h, s, a, g)) if dtype != torch.float32
+         else None),
+        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, s_in, False),
+         lambda h, s, a, g: BlendMultiply.apply(h, s, a, s_in, False, None),
+         None),  # the public call with same-layout inputs takes BlendMultiplyEagerCpu
+        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, None, True),
+         lambda h, s, a, g: BlendMultiply.apply(h, s, a, None, True, None),
+         (lambda h, s, a, g: kernels.blend_multiply(h, s, a, h)) if seed_layout != "channels_last"
+         else None),
+    ]
+    for eager, ops, public in pairs:
+        results = []
+        for fn in (eager, ops, public):
+            if fn is not None:
+                torch.manual_seed(4)
+                results.append(grads(fn, host, seed, alpha, gate))
+        (y, g), *others = results
+        assert y.stride() == host.stride()
+        for y_other, g_other in others:
+            torch.testing.assert_close(y, y_other, rtol=0, atol=0, equal_nan=True)
+            for got, want in zip(g, g_other):
+                if want is None:
+                    assert got is None
+                else:
+                    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
 
 
 @pytest.mark.parametrize("numel", [NATIVE_BELOW // 2, NATIVE_BELOW * 2])
