@@ -70,7 +70,7 @@ def function_over(fwd, bwd):
     return Fn.apply
 
 
-# -- define/impl + autograd.Function (as kernels/blend_lerp.py) --
+# -- define/impl + autograd.Function (as kernels/lerp/ops.py) --
 torch.library.define(f"{NS}::lib_fwd", "(Tensor h, Tensor s, Tensor a) -> Tensor")
 torch.library.define(f"{NS}::lib_bwd",
                      "(Tensor g, Tensor h, Tensor s, Tensor a) -> (Tensor, Tensor, Tensor)")

@@ -14,8 +14,8 @@ kernels in Triton's interpreter when TRITON_INTERPRET=1 was set before import.
 """
 
 from ._backend import active_backend, compile_path, set_compile_path
-from .blend_lerp import blend_add, blend_gate
-from .blend_multiply import blend_multiply, blend_multiply_detached
+from .lerp import blend_add, blend_gate
+from .multiply import blend_multiply, blend_multiply_detached
 from .ste import ste
 
 __all__ = ["active_backend", "blend_add", "blend_gate", "blend_multiply",

@@ -155,3 +155,41 @@ def distinct(*tensors: _T) -> tuple[_T, ...]:
             seen.append(t)
         out.append(t)
     return tuple(out)
+
+
+def check_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
+               incubate: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """blend_add's (gate None) or blend_gate's arguments: the cheap yes, else the full checks;
+    returns them with a repeated tensor made distinct."""
+    coefs = (alpha,) if op == "blend_add" else (alpha, gate)
+    if plainly_valid(host, seed, coefs, incubate):  # type: ignore[arg-type]
+        return host, seed, alpha, gate
+    check_pair(op, host, seed, "seed")
+    check_coefficient(op, host, alpha, "alpha")
+    if op != "blend_add":
+        check_coefficient(op, host, gate, "gate")  # type: ignore[arg-type]
+    check_incubate(op, host, incubate)
+    if gate is None:
+        host, seed, alpha = distinct(host, seed, alpha)
+        return host, seed, alpha, None
+    host, seed, alpha, gate = distinct(host, seed, alpha, gate)
+    return host, seed, alpha, gate
+
+
+def check_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor,
+                   seed_input: Tensor | None, incubate: Tensor | None
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    """blend_multiply's arguments (seed_input None: host's values, i.e. seed_input was host
+    itself or host.detach()): the cheap yes, else the full checks (seed_input's first); returns
+    them with a repeated tensor made distinct."""
+    if plainly_valid(host, seed, (alpha,), incubate, seed_input):
+        return host, seed, alpha, seed_input
+    if seed_input is not None:
+        check_pair(op, host, seed_input, "seed_input")
+    check_pair(op, host, seed, "seed")
+    check_coefficient(op, host, alpha, "alpha")
+    check_incubate(op, host, incubate)
+    host, seed, alpha = distinct(host, seed, alpha)
+    if seed_input is not None:
+        seed_input = distinct(host, seed, alpha, seed_input)[3]
+    return host, seed, alpha, seed_input

@@ -136,7 +136,8 @@ def finish_torch(
     grad_gate = (gate if gate is not None else alpha).new_empty((0,))
     if gate is not None:
         gate_raw = gate.reshape(-1).to(s.dtype)
-        d_alpha = s * gate_raw.clamp(0, 1)
+        if need_alpha:
+            d_alpha = s * gate_raw.clamp(0, 1)
         if need_gate:
             d_gate = s * alpha_raw.clamp(0, 1)
             if gate.numel() == 1:

@@ -3,7 +3,8 @@ the cause, a digest refuses silently corrupted data, and older files still load.
 
 The fuzz test's size is ESPER_CHECKPOINT_FUZZ mutations per kind (default 20, 80 files in all);
 ``python -m tests.checkpoints.test_checkpoint_integrity [N [SEED]]`` runs N per kind and prints the
-outcomes (the corruption experiment's measure: N = 100 for truncation, overwritten bytes and random bytes).
+outcomes (the corruption experiment's measure: N = 100 for truncation, overwritten bytes and random
+bytes).
 """
 
 from __future__ import annotations

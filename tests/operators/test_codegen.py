@@ -51,7 +51,7 @@ ELEMENT_POINTERS = ("host_ptr", "seed_ptr", "seed_input_ptr", "out_ptr", "grad_p
 class Spec:
     """One specialisation: a kernel, its constexprs, and the element and seed dtypes."""
 
-    kernel: str  # "blend_lerp._fwd_kernel", ...
+    kernel: str  # "lerp.triton.fwd_kernel", ...
     dtype: str
     constants: dict
     seed_dtype: str | None = None  # the seed's own dtype (its gradient's), when not host's
@@ -67,42 +67,42 @@ def specs() -> list[Spec]:
         common = {"F64": f64, "BLOCK": 1024}
         mixed = "float32" if dtype == "bfloat16" else None  # bf16 host, float32 seed
         out += [
-            Spec("blend_lerp._fwd_kernel", dtype, {
+            Spec("lerp.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
                 "HAS_FLAG": True, "HAS_PROBE": False, "USE_INT64": False}, scalar_loads=2,
                 label="add, slot"),
-            Spec("blend_lerp._fwd_kernel", dtype, {
+            Spec("lerp.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
                 "HAS_FLAG": True, "HAS_PROBE": True, "USE_INT64": False}, scalar_loads=2,
                 scalar_stores=2, label="add, slot, probed"),
-            Spec("blend_lerp._fwd_kernel", dtype, {
+            Spec("lerp.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": True, "HAS_GATE": True, "GATE_PS": True,
                 "HAS_FLAG": False, "HAS_PROBE": False, "USE_INT64": True}, mixed, scalar_loads=2,
                 label="gate, per-sample, int64"),
-            Spec("blend_lerp._bwd_kernel", dtype, {
+            Spec("lerp.triton.bwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
                 "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_COEF": False,
                 "USE_INT64": False}, mixed, scalar_loads=2, label="add, slot"),
-            Spec("blend_lerp._bwd_kernel", dtype, {
+            Spec("lerp.triton.bwd_kernel", dtype, {
                 **common, "ALPHA_PS": True, "HAS_GATE": True, "GATE_PS": False,
                 "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_COEF": True,
                 "USE_INT64": True}, scalar_loads=3, scalar_stores=2,
                 label="gate, all grads, int64"),
-            Spec("blend_multiply._fwd_kernel", dtype, {
+            Spec("multiply.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": False,
                 "USE_INT64": False}, scalar_loads=2, label="tied, slot"),
-            Spec("blend_multiply._fwd_kernel", dtype, {
+            Spec("multiply.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": True,
                 "USE_INT64": False}, scalar_loads=2, scalar_stores=2, label="tied, slot, probed"),
-            Spec("blend_multiply._fwd_kernel", dtype, {
+            Spec("multiply.triton.fwd_kernel", dtype, {
                 **common, "ALPHA_PS": True, "TIED": False, "HAS_FLAG": False, "HAS_PROBE": False,
                 "USE_INT64": True}, mixed, scalar_loads=1, label="seed_input, per-sample, int64"),
-            Spec("blend_multiply._bwd_kernel", dtype, {
+            Spec("multiply.triton.bwd_kernel", dtype, {
                 **common, "ALPHA_PS": False, "TIED": True, "TIED_GRAD": True, "HAS_FLAG": True,
                 "NEED_HOST": True, "NEED_SEED": True, "NEED_SEED_INPUT": False,
                 "NEED_ALPHA": False, "USE_INT64": False}, mixed, scalar_loads=2,
                 label="tied, slot"),
-            Spec("blend_multiply._bwd_kernel", dtype, {
+            Spec("multiply.triton.bwd_kernel", dtype, {
                 **common, "ALPHA_PS": True, "TIED": False, "TIED_GRAD": False,
                 "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_SEED_INPUT": True,
                 "NEED_ALPHA": True, "USE_INT64": True}, scalar_loads=2, scalar_stores=2,
@@ -142,7 +142,7 @@ def compile_spec(spec: Spec, arch: int):
     import triton
     from triton.backends.compiler import GPUTarget
 
-    module, name = spec.kernel.split(".")
+    module, name = spec.kernel.rsplit(".", 1)
     fn = getattr(importlib.import_module(f"kernels.{module}"), name)
     types = signature(fn, spec)
     # Triton's launcher marks 16-byte-aligned pointers and multiple-of-16 sizes; torch's
@@ -183,13 +183,13 @@ def test_kernel_compiles_vectorised_without_spills(spec, arch):
     kernel = compile_spec(spec, arch)
     counts = accesses(kernel.asm["ptx"])
     usage = resources(kernel.asm["cubin"])
-    print(f"sm_{arch} {spec.kernel:28s} {spec.dtype:9s} {spec.label:32s} "
+    print(f"sm_{arch} {spec.kernel:26s} {spec.dtype:9s} {spec.label:32s} "
           f"regs {usage['REG']:3d}  {counts}")
     assert counts["ld_vec"] >= 1 and counts["st_vec"] >= 1
     assert counts["ld_scalar"] <= spec.scalar_loads, counts  # only coefficients and the flag
     assert counts["st_scalar"] <= spec.scalar_stores, counts  # only partial sums
     assert usage["LOCAL"] == 0 and usage["STACK"] == 0, usage  # no spills
-    f64_tanh = spec.dtype == "float64" and spec.kernel.startswith("blend_multiply")
+    f64_tanh = spec.dtype == "float64" and spec.kernel.startswith("multiply.")
     assert usage["REG"] <= (MAX_REGISTERS_F64_TANH if f64_tanh else MAX_REGISTERS), usage
 
 

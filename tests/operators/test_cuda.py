@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import kernels
-from kernels import blend_lerp, blend_multiply
+from kernels.lerp import torch_path as lerp_torch
+from kernels.multiply import torch_path as multiply_torch
 
 pytestmark = [
     pytest.mark.cuda,
@@ -37,17 +38,23 @@ def test_triton_matches_torch_path_large(dtype, per_sample, channels_last):
     h, s, a, g = inputs(shape, dtype, per_sample, channels_last)
     grad = torch.randn_like(h)
     assert kernels.active_backend(h.device) == "triton"
+    # The launchers need triton: imported here, not at collection.
+    from kernels.lerp import triton as lerp_triton
+    from kernels.multiply import triton as multiply_triton
+
     pairs = [
-        (blend_lerp._fwd_triton(h, s, a, g), blend_lerp._fwd_torch(h, s, a, g)),
-        (blend_lerp._fwd_triton(h, s, a, None), blend_lerp._fwd_torch(h, s, a, None)),
-        (blend_multiply._fwd_triton(h, s, a, s * 0.5), blend_multiply._fwd_torch(h, s, a, s * 0.5)),
+        (lerp_triton.fwd_triton(h, s, a, g, None), lerp_torch.fwd_torch(h, s, a, g, None)),
+        (lerp_triton.fwd_triton(h, s, a, None, None), lerp_torch.fwd_torch(h, s, a, None, None)),
+        (multiply_triton.fwd_triton(h, s, a, s * 0.5, None),
+         multiply_torch.fwd_torch(h, s, a, s * 0.5, None)),
     ]
     needs = (True, True, True, True)
-    for tri, ref in zip(blend_lerp._bwd_triton(grad, h, s, a, g, s.dtype, *needs),
-                        blend_lerp._bwd_torch(grad, h, s, a, g, s.dtype, *needs)):
+    lerp_args = (grad, h, s, a, g, None, s.dtype, *needs)  # no incubate flag
+    for tri, ref in zip(lerp_triton.bwd_triton(*lerp_args), lerp_torch.bwd_torch(*lerp_args)):
         pairs.append((tri, ref))
-    for tri, ref in zip(blend_multiply._bwd_triton(grad, h, s, a, None, True, *needs),
-                        blend_multiply._bwd_torch(grad, h, s, a, None, True, *needs)):
+    multiply_args = (grad, h, s, a, None, None, True, *needs)  # seed_input is host (tied)
+    for tri, ref in zip(multiply_triton.bwd_triton(*multiply_args),
+                        multiply_torch.bwd_torch(*multiply_args)):
         pairs.append((tri, ref))
     for tri, ref in pairs:
         assert tri.stride() == ref.stride()

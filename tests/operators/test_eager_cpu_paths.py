@@ -1,7 +1,9 @@
 """The eager CPU path's shortcuts give the general path's bits: the fast dispatch of blend_add /
 blend_gate, native lerp for host and seed in different dense layouts, native autograd for small
-multiply blends, and the open gradient gate that is its input. Each is compared with the path
-it short-cuts (values and gradients), on inputs where they differ most (clamping, NaN, layouts).
+multiply blends, the PyTorch path without the op boundary (BlendLerpEager, BlendMultiplyEager)
+against the same path through the registered ops, and the open gradient gate that is its input.
+Each is compared with the path it short-cuts (values and gradients), on inputs where they differ
+most (clamping, NaN, layouts).
 The PyTorch path only: under TRITON_INTERPRET=1 CPU tensors run the Triton kernels."""
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from hypothesis import strategies as st
 
 import kernels
 from esper_slot.gradient_gate import GradientGate, gradient_gate
-from kernels.blend_lerp import BlendLerp, _fast_cpu_lerp, _native_lerp
-from kernels.blend_multiply import _NATIVE_BELOW, BlendMultiplyEagerCpu
+from kernels.lerp.cpu_fast import fast_cpu_lerp, native_lerp
+from kernels.lerp.ops import BlendLerp
+from kernels.lerp.torch_path import BlendLerpEager
+from kernels.multiply.cpu_fast import NATIVE_BELOW, BlendMultiplyEagerCpu
+from kernels.multiply.ops import BlendMultiply
+from kernels.multiply.torch_path import BlendMultiplyEager
 from tests.support import reference
+from tests.support.cases import layout
 
 pytestmark = pytest.mark.skipif(kernels.active_backend("cpu") != "torch",
                                 reason="the eager CPU path runs only on the PyTorch backend")
@@ -38,9 +45,9 @@ def grads(fn, *inputs):
 def test_fast_add_is_the_general_path(alpha, dtype):
     host, seed = torch.randn(4, 300, dtype=dtype), torch.randn(4, 300, dtype=dtype)
     a = torch.tensor(alpha)
-    assert _fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
-    torch.testing.assert_close(_fast_cpu_lerp(host, seed, a, None),
-                               _native_lerp(host, seed, a, None), rtol=0, atol=0,
+    assert fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
+    torch.testing.assert_close(fast_cpu_lerp(host, seed, a, None),
+                               native_lerp(host, seed, a, None), rtol=0, atol=0,
                                equal_nan=True)
     torch.manual_seed(1)
     y, g = grads(lambda h, s: kernels.blend_add(h, s, a), host, seed)
@@ -56,11 +63,11 @@ def test_fast_gate_is_the_general_path(alpha, low, high):
     host, seed = torch.randn(5, 7, 3), torch.randn(5, 7, 3)
     gate = torch.linspace(low, high, 5).reshape(5, 1, 1)
     a = torch.tensor(alpha)
-    assert _fast_cpu_lerp(host, seed, a, gate) is not None
+    assert fast_cpu_lerp(host, seed, a, gate) is not None
     torch.manual_seed(1)
     y, g = grads(lambda h, s, gt: kernels.blend_gate(h, s, a, gt), host, seed, gate)
     torch.manual_seed(1)
-    y_ref, g_ref = grads(lambda h, s, gt: _native_lerp(h, s, a, gt), host, seed, gate)
+    y_ref, g_ref = grads(lambda h, s, gt: native_lerp(h, s, a, gt), host, seed, gate)
     assert torch.equal(y, y_ref)
     for got, want in zip(g, g_ref):
         assert torch.equal(got, want)
@@ -84,7 +91,7 @@ def test_fast_path_declines_what_it_does_not_cover():
         (h, s, a, torch.rand(4, 6)),  # not per-sample: the full checks reject it
     ]
     for case in declined:
-        assert _fast_cpu_lerp(*case) is None
+        assert fast_cpu_lerp(*case) is None
     with pytest.raises(ValueError, match="gate"):
         kernels.blend_gate(h, s, a, torch.rand(4, 6))
 
@@ -116,10 +123,54 @@ def test_mixed_dense_layouts_run_natively_in_host_layout(with_gate):
         torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("numel", [_NATIVE_BELOW // 2, _NATIVE_BELOW * 2])
+@pytest.mark.parametrize("seed_layout", ["contiguous", "channels_last", "permuted"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_eager_fallbacks_are_the_ops_path(dtype, seed_layout):
+    """Routes 4c (lerp) and 3b (multiply): the PyTorch path as a Function without the op
+    boundary gives the bits of the same path through the registered ops (ops.BlendLerp,
+    ops.BlendMultiply), values and every gradient, with learned per-sample coefficients, a
+    float32 seed (the contract's cast) and mixed layouts; and the public call, where it takes
+    them (lerp with a low-precision host; multiply with layouts that differ)."""
+    host = layout(torch.randn(4, 3, 5, 2, dtype=dtype), "channels_last")
+    seed = layout(torch.randn(4, 3, 5, 2), seed_layout)
+    s_in = layout(torch.randn(4, 3, 5, 2, dtype=dtype), seed_layout)
+    alpha = torch.tensor([-0.2, 0.0, 0.7, 1.0]).reshape(4, 1, 1, 1)
+    gate = torch.tensor([0.5, 1.3, 0.25, math.nan]).reshape(4, 1, 1, 1)
+    pairs = [
+        (lambda h, s, a, g: BlendLerpEager.apply(h, s, a, g),
+         lambda h, s, a, g: BlendLerp.apply(h, s, a, g, None),
+         # float32 takes route 4b (native lerp) instead: its sums are ordered differently
+         (lambda h, s, a, g: kernels.blend_gate(h, s, a, g)) if dtype != torch.float32
+         else None),
+        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, s_in, False),
+         lambda h, s, a, g: BlendMultiply.apply(h, s, a, s_in, False, None),
+         None),  # the public call with same-layout inputs takes BlendMultiplyEagerCpu
+        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, None, True),
+         lambda h, s, a, g: BlendMultiply.apply(h, s, a, None, True, None),
+         (lambda h, s, a, g: kernels.blend_multiply(h, s, a, h)) if seed_layout != "channels_last"
+         else None),
+    ]
+    for eager, ops, public in pairs:
+        results = []
+        for fn in (eager, ops, public):
+            if fn is not None:
+                torch.manual_seed(4)
+                results.append(grads(fn, host, seed, alpha, gate))
+        (y, g), *others = results
+        assert y.stride() == host.stride()
+        for y_other, g_other in others:
+            torch.testing.assert_close(y, y_other, rtol=0, atol=0, equal_nan=True)
+            for got, want in zip(g, g_other):
+                if want is None:
+                    assert got is None
+                else:
+                    torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("numel", [NATIVE_BELOW // 2, NATIVE_BELOW * 2])
 @pytest.mark.parametrize("variant", ["tied", "detached", "separate"])
 def test_multiply_native_and_function_agree(numel, variant):
-    """Below _NATIVE_BELOW elements blend_multiply runs on native autograd, above it through
+    """Below NATIVE_BELOW elements blend_multiply runs on native autograd, above it through
     BlendMultiplyEagerCpu: the same forward bits, gradients within float32 rounding, both
     against the float64 oracle."""
     host, seed, s_in = (torch.randn(4, numel // 4) for _ in range(3))

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kernels.blend_lerp import blend_lerp_bwd, blend_lerp_fwd, blend_lerp_fwd_probed
-from kernels.blend_multiply import (
+from kernels.lerp.ops import blend_lerp_bwd, blend_lerp_fwd, blend_lerp_fwd_probed
+from kernels.multiply.ops import (
     blend_multiply_bwd,
     blend_multiply_fwd,
     blend_multiply_fwd_probed,
