@@ -59,36 +59,72 @@ def run_ops(device, sizes, dtypes, quick, log, rows, saved, checkpoint):
                 todo = [op for op in cases.OPS if (op, dtype_name, numel, pass_) not in done]
                 if not todo:
                     continue
-                inputs = [cases.make_inputs(numel, dtype, device, pass_ == "fwd+bwd")
-                          for _ in range(sets)]
+                inputs = [
+                    cases.make_inputs(numel, dtype, device, pass_ == "fwd+bwd") for _ in range(sets)
+                ]
                 for op in todo:
                     compiled = torch.compile(cases.EAGER[op], dynamic=False)
                     ms = timing.median_ms_each(
-                        {name: timing.rotating([cases.runner(fn, pass_, i) for i in inputs])
-                         for name, fn in (("ours", cases.OURS[op]), ("eager", cases.EAGER[op]),
-                                          ("compiled", compiled))},
-                        device, quick=quick)
+                        {
+                            name: timing.rotating([cases.runner(fn, pass_, i) for i in inputs])
+                            for name, fn in (
+                                ("ours", cases.OURS[op]),
+                                ("eager", cases.EAGER[op]),
+                                ("compiled", compiled),
+                            )
+                        },
+                        device,
+                        quick=quick,
+                    )
                     nbytes = cases.min_bytes(op, numel, dtype, pass_)
-                    gbps = {k: (nbytes / (v * 1e-3) / 1e9 if nbytes else None)
-                            for k, v in ms.items()}
-                    rows.append({"op": op, "dtype": dtype_name, "numel": numel, "pass": pass_,
-                                 "ours_ms": ms["ours"], "eager_ms": ms["eager"],
-                                 "compiled_ms": ms["compiled"], "ours_gbps": gbps["ours"],
-                                 "bytes": nbytes, "eager_gbps": gbps["eager"],
-                                 "compiled_gbps": gbps["compiled"]})
-                    log(f"{op:8s} {dtype_name:8s} {numel:>11,} {pass_:7s} ours {ms['ours']:.4f} "
-                        f"eager {ms['eager']:.4f} compiled {ms['compiled']:.4f} ms")
+                    gbps = {
+                        k: (nbytes / (v * 1e-3) / 1e9 if nbytes else None) for k, v in ms.items()
+                    }
+                    rows.append(
+                        {
+                            "op": op,
+                            "dtype": dtype_name,
+                            "numel": numel,
+                            "pass": pass_,
+                            "ours_ms": ms["ours"],
+                            "eager_ms": ms["eager"],
+                            "compiled_ms": ms["compiled"],
+                            "ours_gbps": gbps["ours"],
+                            "bytes": nbytes,
+                            "eager_gbps": gbps["eager"],
+                            "compiled_gbps": gbps["compiled"],
+                        }
+                    )
+                    log(
+                        f"{op:8s} {dtype_name:8s} {numel:>11,} {pass_:7s} ours {ms['ours']:.4f} "
+                        f"eager {ms['eager']:.4f} compiled {ms['compiled']:.4f} ms"
+                    )
                     if pass_ == "fwd+bwd" and numel == sizes[0]:
                         ours_b, ours_f = cases.saved_bytes(cases.OURS[op], inputs[0])
                         eager_b, eager_f = cases.saved_bytes(cases.EAGER[op], inputs[0])
-                        saved.append({"op": op, "dtype": dtype_name, "numel": numel,
-                                      "ours_bytes": ours_b, "ours_fresh_bytes": ours_f,
-                                      "eager_bytes": eager_b, "eager_fresh_bytes": eager_f})
+                        saved.append(
+                            {
+                                "op": op,
+                                "dtype": dtype_name,
+                                "numel": numel,
+                                "ours_bytes": ours_b,
+                                "ours_fresh_bytes": ours_f,
+                                "eager_bytes": eager_b,
+                                "eager_fresh_bytes": eager_f,
+                            }
+                        )
                     checkpoint()
                 del inputs
-    order = {(op, d, n, p): i for i, (d, n, p, op) in enumerate(
-        (d, n, p, op) for d in DTYPES for n in sorted({r["numel"] for r in rows})
-        for p in ("fwd", "fwd+bwd") for op in cases.OPS)}
+    order = {
+        (op, d, n, p): i
+        for i, (d, n, p, op) in enumerate(
+            (d, n, p, op)
+            for d in DTYPES
+            for n in sorted({r["numel"] for r in rows})
+            for p in ("fwd", "fwd+bwd")
+            for op in cases.OPS
+        )
+    }
     rows.sort(key=lambda r: order[(r["op"], r["dtype"], r["numel"], r["pass"])])
 
 
@@ -98,12 +134,17 @@ def run_e2e(device, models, quick, compiled_too, log, out, checkpoint, sizes=("s
     for name, size in ((n, s) for s in sizes for n in models):
         if (name, size) in done:
             continue
-        entry = {"model": name, "size": size,
-                 "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32"}
-        for key, slot_cls, compiled in (("ours", e2e.SeedSlot, False),
-                                        ("eager", e2e.FormulaSlot, False),
-                                        ("ours_compiled", e2e.SeedSlot, True),
-                                        ("compiled", e2e.FormulaSlot, True)):
+        entry = {
+            "model": name,
+            "size": size,
+            "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
+        }
+        for key, slot_cls, compiled in (
+            ("ours", e2e.SeedSlot, False),
+            ("eager", e2e.FormulaSlot, False),
+            ("ours_compiled", e2e.SeedSlot, True),
+            ("compiled", e2e.FormulaSlot, True),
+        ):
             if compiled and not compiled_too:
                 entry[f"{key}_ms"] = entry[f"{key}_peak_mb"] = None
                 continue
@@ -126,15 +167,21 @@ def run_e2e(device, models, quick, compiled_too, log, out, checkpoint, sizes=("s
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[2])
-    parser.add_argument("--quick", action="store_true",
-                        help="a small subset (float32, one size, eager e2e): under a minute on "
-                             "2 CPU cores")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="JSON path (default bench/results/<device>.json)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a small subset (float32, one size, eager e2e): under a minute on 2 CPU cores",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="JSON path (default bench/results/<device>.json)"
+    )
     parser.add_argument("--no-e2e", action="store_true", help="skip the end-to-end steps")
     parser.add_argument("--no-ops", action="store_true", help="skip the operator cases")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from FILE's .partial.json (same device and torch)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from FILE's .partial.json (same device and torch)",
+    )
     args = parser.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -146,8 +193,7 @@ def main(argv=None) -> None:
     if device.type == "cuda":
         sizes, dtypes = GPU_SIZES, list(DTYPES)
     else:
-        sizes, dtypes = (QUICK_CPU_SIZES, ["float32"]) if args.quick else (CPU_SIZES,
-                                                                           list(DTYPES))
+        sizes, dtypes = (QUICK_CPU_SIZES, ["float32"]) if args.quick else (CPU_SIZES, list(DTYPES))
     if args.quick and device.type == "cuda":
         sizes = [2**20, 2**24]
     started = time.perf_counter()
@@ -157,16 +203,26 @@ def main(argv=None) -> None:
 
     import triton
 
-    result = {"device": name, "device_type": device.type, "torch": torch.__version__,
-              "triton": triton.__version__, "copy_gbps": None, "rows": [], "e2e": [],
-              "saved": [], "backend": __import__("kernels").active_backend(device),
-              "seconds": 0.0}
+    result = {
+        "device": name,
+        "device_type": device.type,
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "copy_gbps": None,
+        "rows": [],
+        "e2e": [],
+        "saved": [],
+        "backend": __import__("kernels").active_backend(device),
+        "seconds": 0.0,
+    }
     if args.resume and partial.exists():
         before = json.loads(partial.read_text())
         if (before["device"], before["torch"]) != (name, torch.__version__):
-            raise SystemExit(f"--resume: {partial} was measured on {before['device']} with torch "
-                             f"{before['torch']}, not here ({name}, torch {torch.__version__}); "
-                             "results from two machines must not share a table")
+            raise SystemExit(
+                f"--resume: {partial} was measured on {before['device']} with torch "
+                f"{before['torch']}, not here ({name}, torch {torch.__version__}); "
+                "results from two machines must not share a table"
+            )
         result.update(before)
         log(f"resuming {partial}: {len(result['rows'])} rows, {len(result['e2e'])} e2e entries")
 
@@ -179,22 +235,34 @@ def main(argv=None) -> None:
     checkpoint.t0 = time.perf_counter()  # type: ignore[attr-defined]
     log(f"{name}: sizes {sizes}, dtypes {dtypes}")
     if result["copy_gbps"] is None:
-        result["copy_gbps"] = timing.copy_gbps(max(max(sizes) * 4 * 3, 2**26), device,
-                                               quick=args.quick)
+        result["copy_gbps"] = timing.copy_gbps(
+            max(max(sizes) * 4 * 3, 2**26), device, quick=args.quick
+        )
         checkpoint()
     log(f"copy bandwidth {result['copy_gbps']:.1f} GB/s")
     if not args.no_ops:
-        run_ops(device, sizes, dtypes, args.quick, log, result["rows"], result["saved"],
-                checkpoint)
+        run_ops(device, sizes, dtypes, args.quick, log, result["rows"], result["saved"], checkpoint)
     if not args.no_e2e:
-        run_e2e(device, ["cnn"] if args.quick else ["cnn", "transformer"], args.quick,
-                compiled_too=not args.quick, log=log, out=result["e2e"], checkpoint=checkpoint,
-                sizes=("small",) if device.type != "cuda" else ("big",) if args.quick
-                else ("big", "realistic"))
+        run_e2e(
+            device,
+            ["cnn"] if args.quick else ["cnn", "transformer"],
+            args.quick,
+            compiled_too=not args.quick,
+            log=log,
+            out=result["e2e"],
+            checkpoint=checkpoint,
+            sizes=("small",)
+            if device.type != "cuda"
+            else ("big",)
+            if args.quick
+            else ("big", "realistic"),
+        )
     checkpoint()
     print(report.write(result, out))
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')} "
-          f"(and {partial.name}, for --resume)")
+    print(
+        f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')} "
+        f"(and {partial.name}, for --resume)"
+    )
 
 
 if __name__ == "__main__":

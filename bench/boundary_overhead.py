@@ -72,8 +72,9 @@ def function_over(fwd, bwd):
 
 # -- define/impl + autograd.Function (as kernels/lerp/ops.py) --
 torch.library.define(f"{NS}::lib_fwd", "(Tensor h, Tensor s, Tensor a) -> Tensor")
-torch.library.define(f"{NS}::lib_bwd",
-                     "(Tensor g, Tensor h, Tensor s, Tensor a) -> (Tensor, Tensor, Tensor)")
+torch.library.define(
+    f"{NS}::lib_bwd", "(Tensor g, Tensor h, Tensor s, Tensor a) -> (Tensor, Tensor, Tensor)"
+)
 torch.library.impl(f"{NS}::lib_fwd", "CompositeExplicitAutograd", body_fwd)
 torch.library.impl(f"{NS}::lib_bwd", "CompositeExplicitAutograd", body_bwd)
 torch.library.register_fake(f"{NS}::lib_fwd", body_fwd)
@@ -89,8 +90,9 @@ def make_ops(decorator, prefix):
         return torch.empty_like(h)
 
     @decorator(f"{NS}::{prefix}_bwd", mutates_args=())
-    def bwd(g: torch.Tensor, h: torch.Tensor, s: torch.Tensor, a: torch.Tensor
-            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def bwd(
+        g: torch.Tensor, h: torch.Tensor, s: torch.Tensor, a: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return torch.empty_like(h), torch.empty_like(s), torch.empty_like(a)
 
     if decorator is torch.library.custom_op:  # triton_op derives its fake from the body
@@ -104,13 +106,16 @@ def make_ops(decorator, prefix):
     return fwd
 
 
-VARIANTS = {"raw (floor)": body_fwd,
-            "autograd.Function, no registration": function_over(body_fwd, body_bwd),
-            "define/impl + autograd.Function (ours)": function_over(lib_fwd, lib_bwd)}
+VARIANTS = {
+    "raw (floor)": body_fwd,
+    "autograd.Function, no registration": function_over(body_fwd, body_bwd),
+    "define/impl + autograd.Function (ours)": function_over(lib_fwd, lib_bwd),
+}
 ERRORS: dict[str, str] = {}
-for _name, _decorator, _prefix in (("custom_op + register_autograd", torch.library.custom_op, "co"),
-                                   ("triton_op + register_autograd", torch.library.triton_op,
-                                    "to")):
+for _name, _decorator, _prefix in (
+    ("custom_op + register_autograd", torch.library.custom_op, "co"),
+    ("triton_op + register_autograd", torch.library.triton_op, "to"),
+):
     try:
         _op = make_ops(_decorator, _prefix)
         _op(*(torch.ones(4, requires_grad=True) for _ in range(3))).sum().backward()  # smoke test
@@ -119,12 +124,16 @@ for _name, _decorator, _prefix in (("custom_op + register_autograd", torch.libra
         ERRORS[_name] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
 VARIANTS["kernels.blend_add"] = kernels.blend_add
 VARIANTS["eager torch.lerp(h, s, alpha.clamp(0, 1))"] = lambda h, s, a: torch.lerp(
-    h, s, a.clamp(0, 1))
+    h, s, a.clamp(0, 1)
+)
 
 
 def inputs(n, grad):
-    return (torch.randn(n, requires_grad=grad), torch.randn(n, requires_grad=grad),
-            torch.tensor(0.3, requires_grad=grad))
+    return (
+        torch.randn(n, requires_grad=grad),
+        torch.randn(n, requires_grad=grad),
+        torch.tensor(0.3, requires_grad=grad),
+    )
 
 
 def make_step(fn, n, backward):
@@ -152,8 +161,13 @@ def compile_graphs(fn, n):
     graphs = []
 
     def record(gm, example_inputs):
-        ops = sorted({str(node.target).replace(f"{NS}.", "") for node in gm.graph.nodes
-                      if node.op == "call_function" and "getitem" not in str(node.target)})
+        ops = sorted(
+            {
+                str(node.target).replace(f"{NS}.", "")
+                for node in gm.graph.nodes
+                if node.op == "call_function" and "getitem" not in str(node.target)
+            }
+        )
         graphs.append(ops)
         return make_boxed_func(gm.forward)
 
@@ -164,8 +178,10 @@ def compile_graphs(fn, n):
         torch.compile(fn, fullgraph=True, backend=backend)(h, s, a).sum().backward()
     except Exception as exc:
         return f"graph break / error: {type(exc).__name__}"
-    return "; ".join(f"{part}: {', '.join(ops) if len(ops) <= 2 else f'{len(ops)} aten ops'}"
-                     for part, ops in zip(("fwd", "bwd"), graphs))
+    return "; ".join(
+        f"{part}: {', '.join(ops) if len(ops) <= 2 else f'{len(ops)} aten ops'}"
+        for part, ops in zip(("fwd", "bwd"), graphs)
+    )
 
 
 def triton_version():
@@ -181,12 +197,16 @@ def main():
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--numel", type=int, default=256)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile column")
-    parser.add_argument("--out",
-                        default=str(Path(__file__).parent / "results/boundary_overhead_cpu.md"))
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parent / "results/boundary_overhead_cpu.md")
+    )
     args = parser.parse_args()
 
-    steps = {(name, bwd): make_step(fn, args.numel, bwd)
-             for name, fn in VARIANTS.items() for bwd in (False, True)}
+    steps = {
+        (name, bwd): make_step(fn, args.numel, bwd)
+        for name, fn in VARIANTS.items()
+        for bwd in (False, True)
+    }
     samples = {key: [] for key in steps}
     for step in steps.values():  # warm-up (first-call caches, allocator)
         time_per_call_us(step, 200)
@@ -201,8 +221,14 @@ def main():
         gc.enable()
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = next((line.split(":", 1)[1].strip() for line in info.splitlines()
-                if line.startswith("model name")), platform.machine())
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in info.splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
     lines = [
         f"torch {torch.__version__}, triton {triton_version()}, "
         f"Python {platform.python_version()}; "

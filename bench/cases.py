@@ -79,15 +79,18 @@ def make_inputs(numel: int, dtype: torch.dtype, device, requires_grad: bool) -> 
 def runner(fn: Callable, pass_: str, inputs: Inputs) -> Callable[[], object]:
     """A zero-argument call doing one pass of ``fn`` on ``inputs``."""
     if pass_ == "fwd":
+
         def run():
             with torch.no_grad():
                 return fn(*inputs.args())
+
         return run
     wrt = [inputs.host, inputs.seed, inputs.gate]
 
     def run_bwd():
         y = fn(*inputs.args())
         return torch.autograd.grad(y, wrt, inputs.grad, allow_unused=True)
+
     return run_bwd
 
 
@@ -104,5 +107,4 @@ def saved_bytes(fn: Callable, inputs: Inputs) -> tuple[int, int]:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fn(*inputs.args())
-    return (sum(n for n, _ in storages.values()),
-            sum(n for n, fresh in storages.values() if fresh))
+    return (sum(n for n, _ in storages.values()), sum(n for n, fresh in storages.values() if fresh))

@@ -39,8 +39,7 @@ from bench.__main__ import device_name
 from esper_slot import integrity
 
 MiB = 1 << 20
-HASHES = ["sha256", "sha1", "sha512", "sha3_256", "md5", "blake2b", "blake2s", "crc32",
-          "adler32"]
+HASHES = ["sha256", "sha1", "sha512", "sha3_256", "md5", "blake2b", "blake2s", "crc32", "adler32"]
 STRONG = ["sha256", "blake2b-256", "sha512"]  # integrity.ALGORITHMS
 SIZES_MIB = [10, 100, 1024]
 
@@ -115,17 +114,22 @@ def end_to_end(mib: int, reps: int, folder: Path) -> dict:
         times["save"].append(save(True))
         state = source.state_dict()
         times["digest"].append(timed(lambda s=state: real(s)))
-        times["load_plain"].append(timed(lambda: es.load_checkpoint(target, path,
-                                                                     verify=False)))
+        times["load_plain"].append(timed(lambda: es.load_checkpoint(target, path, verify=False)))
         times["load"].append(timed(lambda: es.load_checkpoint(target, path)))
         times["check"].append(check())
     med = {k: statistics.median(v) for k, v in times.items()}
     low = {k: min(v) for k, v in times.items()}
     gb = mib * MiB / 1e9
-    return {"mib": mib, "tensors": len(source.ps), "reps": reps, "median": med, "min": low,
-            "all": times,
-            "digest_s_per_gb": [med["digest"] / gb, low["digest"] / gb],
-            "check_s_per_gb": [med["check"] / gb, low["check"] / gb]}
+    return {
+        "mib": mib,
+        "tensors": len(source.ps),
+        "reps": reps,
+        "median": med,
+        "min": low,
+        "all": times,
+        "digest_s_per_gb": [med["digest"] / gb, low["digest"] / gb],
+        "check_s_per_gb": [med["check"] / gb, low["check"] / gb],
+    }
 
 
 def main(argv=None) -> None:
@@ -136,10 +140,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     reps = 1 if args.quick else args.reps
     torch.manual_seed(0)
-    result: dict = {"device": device_name(torch.device("cpu")),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "algorithm": integrity.ALGORITHM,
-                    "load_average_before": os.getloadavg()[0]}
+    result: dict = {
+        "device": device_name(torch.device("cpu")),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "algorithm": integrity.ALGORITHM,
+        "load_average_before": os.getloadavg()[0],
+    }
 
     buf_mib = 32 if args.quick else 256
     buf = memoryview(torch.randint(0, 256, (buf_mib * MiB,), dtype=torch.uint8).numpy())
@@ -150,18 +157,22 @@ def main(argv=None) -> None:
     result["digest_state"] = {"mib": buf_mib, "tensors": 16, "gb_s": {}}
     for algorithm in STRONG:
         for workers in (1, 2):
+
             def run(a=algorithm, w=workers, v=big):
                 integrity.digest_values(v, a, w)
+
             seconds = min(timed(run) for _ in range(2))
             result["digest_state"]["gb_s"][f"{algorithm} x{workers}"] = (
-                buf_mib * MiB / seconds / 1e9)
+                buf_mib * MiB / seconds / 1e9
+            )
     del big
 
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory(prefix=".bench-ckpt-", dir=root) as folder:
-        result["end_to_end"] = [end_to_end(mib, reps * 3 if mib < 1024 else reps + 2,
-                                           Path(folder))
-                                for mib in (SIZES_MIB[:2] if args.quick else SIZES_MIB)]
+        result["end_to_end"] = [
+            end_to_end(mib, reps * 3 if mib < 1024 else reps + 2, Path(folder))
+            for mib in (SIZES_MIB[:2] if args.quick else SIZES_MIB)
+        ]
 
     result["load_average_after"] = os.getloadavg()[0]
     text = report(result)
@@ -172,37 +183,56 @@ def main(argv=None) -> None:
 
 
 def report(r: dict) -> str:
-    lines = [f"# Checkpoint digest cost ({r['device']}, {r['threads']} threads, torch "
-             f"{r['torch']}; chosen hash: {r['algorithm']})", "",
-             f"Load average (1 min) before/after: {r['load_average_before']:.2f} / "
-             f"{r['load_average_after']:.2f} (the 2 cores are shared with other work).", "",
-             "## Hash rates, one buffer in memory (best of 3)", "",
-             "| hash | GB/s | s per GB |", "|---|---|---|"]
+    lines = [
+        f"# Checkpoint digest cost ({r['device']}, {r['threads']} threads, torch "
+        f"{r['torch']}; chosen hash: {r['algorithm']})",
+        "",
+        f"Load average (1 min) before/after: {r['load_average_before']:.2f} / "
+        f"{r['load_average_after']:.2f} (the 2 cores are shared with other work).",
+        "",
+        "## Hash rates, one buffer in memory (best of 3)",
+        "",
+        "| hash | GB/s | s per GB |",
+        "|---|---|---|",
+    ]
     for name, rate in sorted(r["hash_gb_s"].items(), key=lambda kv: -kv[1]):
         lines.append(f"| {name} | {rate:.2f} | {1 / rate:.3f} |")
     d = r["digest_state"]
-    lines += ["", f"## integrity.digest_values, {d['tensors']} float32 tensors of "
-              f"{d['mib'] // d['tensors']} MiB (best of 2)", "",
-              "| hash x threads | GB/s | s per GB |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## integrity.digest_values, {d['tensors']} float32 tensors of "
+        f"{d['mib'] // d['tensors']} MiB (best of 2)",
+        "",
+        "| hash x threads | GB/s | s per GB |",
+        "|---|---|---|",
+    ]
     for name, rate in d["gb_s"].items():
         lines.append(f"| {name} | {rate:.2f} | {1 / rate:.3f} |")
-    lines += ["", "## End to end: median (min) of the reps", "",
-              "save includes its fsync; load reads the file from the page cache and copies it "
-              "into the model. digest: with_digest alone on the model's state dict; check: the "
-              "zip CRC of the pickle and the digest check alone, on a state just read.", "",
-              "| parameters | tensors | reps | save plain s | save + digest s | load verify=False "
-              "s | load verify=True s | digest s | check s | digest s/GB | check s/GB |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## End to end: median (min) of the reps",
+        "",
+        "save includes its fsync; load reads the file from the page cache and copies it "
+        "into the model. digest: with_digest alone on the model's state dict; check: the "
+        "zip CRC of the pickle and the digest check alone, on a state just read.",
+        "",
+        "| parameters | tensors | reps | save plain s | save + digest s | load verify=False "
+        "s | load verify=True s | digest s | check s | digest s/GB | check s/GB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def both(e, key, scale=1.0):
         return f"{e['median'][key] * scale:.3f} ({e['min'][key] * scale:.3f})"
 
     for e in r["end_to_end"]:
         gb = e["mib"] * MiB / 1e9
-        lines.append(f"| {e['mib']} MiB | {e['tensors']} | {e['reps']} | "
-                     + " | ".join(both(e, k) for k in ("save_plain", "save", "load_plain",
-                                                       "load", "digest", "check"))
-                     + f" | {both(e, 'digest', 1 / gb)} | {both(e, 'check', 1 / gb)} |")
+        lines.append(
+            f"| {e['mib']} MiB | {e['tensors']} | {e['reps']} | "
+            + " | ".join(
+                both(e, k) for k in ("save_plain", "save", "load_plain", "load", "digest", "check")
+            )
+            + f" | {both(e, 'digest', 1 / gb)} | {both(e, 'check', 1 / gb)} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -37,10 +37,12 @@ def _regions(model):
 
 
 # variant: (slot class, compile path, how the model is compiled: None = torch.compile)
-VARIANTS = {"ours, formulas": (e2e.SeedSlot, "formulas", None),
-            "ours, opaque": (e2e.SeedSlot, "opaque", None),
-            "ours, regions": (e2e.SeedSlot, "formulas", _regions),
-            "compiled formulas": (e2e.FormulaSlot, "formulas", None)}
+VARIANTS = {
+    "ours, formulas": (e2e.SeedSlot, "formulas", None),
+    "ours, opaque": (e2e.SeedSlot, "opaque", None),
+    "ours, regions": (e2e.SeedSlot, "formulas", _regions),
+    "compiled formulas": (e2e.FormulaSlot, "formulas", None),
+}
 
 
 @contextmanager
@@ -56,8 +58,7 @@ def using(path: str):
 def measure(name: str, stage: str, device, rounds: int) -> dict:
     steps, peaks = {}, {}
     for variant, (slot_cls, path, compile_fn) in VARIANTS.items():
-        model, x, labels = e2e.build(name, slot_cls, device, big=device.type == "cuda",
-                                     stage=stage)
+        model, x, labels = e2e.build(name, slot_cls, device, big=device.type == "cuda", stage=stage)
         step = e2e.training_step(model, x, labels, True, device, compile_fn)
         with using(path):
             step()  # compile
@@ -93,24 +94,32 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch._dynamo.config.recompile_limit = 64  # several variants share the models' code
-    lines = [f"Device: {device_name(device)}; torch {torch.__version__}; Inductor; "
-             f"{args.rounds} interleaved rounds, median ms per training step.", "",
-             "| model | slots in | ours, formulas | ours, opaque | ours, regions | "
-             "compiled formulas | ours / compiled formulas (speed) | opaque / compiled "
-             "formulas | regions / compiled formulas |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Device: {device_name(device)}; torch {torch.__version__}; Inductor; "
+        f"{args.rounds} interleaved rounds, median ms per training step.",
+        "",
+        "| model | slots in | ours, formulas | ours, opaque | ours, regions | "
+        "compiled formulas | ours / compiled formulas (speed) | opaque / compiled "
+        "formulas | regions / compiled formulas |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name in ("cnn", "transformer"):
         for stage in ("TRAINING", "BLENDING"):
             r = measure(name, stage, device, args.rounds)
             ms = r["ms"]
             base = ms["compiled formulas"]
-            lines.append(f"| {name} | {stage} | {ms['ours, formulas']:.3f} | "
-                         f"{ms['ours, opaque']:.3f} | {ms['ours, regions']:.3f} | {base:.3f} | "
-                         f"{base / ms['ours, formulas']:.3f} | {base / ms['ours, opaque']:.3f} | "
-                         f"{base / ms['ours, regions']:.3f} |")
+            lines.append(
+                f"| {name} | {stage} | {ms['ours, formulas']:.3f} | "
+                f"{ms['ours, opaque']:.3f} | {ms['ours, regions']:.3f} | {base:.3f} | "
+                f"{base / ms['ours, formulas']:.3f} | {base / ms['ours, opaque']:.3f} | "
+                f"{base / ms['ours, regions']:.3f} |"
+            )
             if r["peak_mb"]:
-                lines.append("| | peak MB | " + " | ".join(
-                    f"{r['peak_mb'][v]:.1f}" for v in VARIANTS) + " | | | |")
+                lines.append(
+                    "| | peak MB | "
+                    + " | ".join(f"{r['peak_mb'][v]:.1f}" for v in VARIANTS)
+                    + " | | | |"
+                )
             print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -33,8 +33,7 @@ def main(argv=None) -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     steps, graphs, hubs = {}, {}, []
     for variant in ("plain", "metrics and events"):
-        model, x, labels = e2e.build("transformer", e2e.SeedSlot, device,
-                                     big=device.type == "cuda")
+        model, x, labels = e2e.build("transformer", e2e.SeedSlot, device, big=device.type == "cuda")
         step = e2e.training_step(model, x, labels, True, device)
         slots = [m for m in model.modules() if isinstance(m, es.SeedSlot)]
         if variant != "plain":
@@ -43,14 +42,16 @@ def main(argv=None) -> None:
             hub.subscribe(seen.append)
             hub.subscribe(es.log_events)
             hubs.append(hub)
-            stats = es.telemetry.SlotGradientStats("s", "BLENDING", 1.0, 0.0, 1.0, 1, 0, 1, 1,
-                                                   0.5, 0, 0, 0, 0, 1.0)
+            stats = es.telemetry.SlotGradientStats(
+                "s", "BLENDING", 1.0, 0.0, 1.0, 1, 0, 1, 1, 0.5, 0, 0, 0, 0, 1.0
+            )
 
             def with_controller(step=step, slots=slots, stats=stats):
                 step()
                 for slot in slots:
                     slot.record_accuracy(50.0)
                     slot.record_gradients(stats)
+
             run = with_controller
         else:
             run = step
@@ -72,19 +73,26 @@ def main(argv=None) -> None:
                 torch.cuda.synchronize()
             times[variant].append(time.perf_counter() - start)
     ms = {v: statistics.median(t) * 1e3 for v, t in times.items()}
-    spread = {v: (statistics.quantiles(t, n=4)[2] - statistics.quantiles(t, n=4)[0]) * 1e3
-              for v, t in times.items()}
-    lines = [f"Device: {device_name(device)}; torch {torch.__version__}; Inductor; "
-             f"{args.rounds} interleaved rounds; transformer block, two slots BLENDING.", "",
-             "| variant | median ms per step | interquartile range, ms | graphs compiled |",
-             "|---|---:|---:|---:|"]
+    spread = {
+        v: (statistics.quantiles(t, n=4)[2] - statistics.quantiles(t, n=4)[0]) * 1e3
+        for v, t in times.items()
+    }
+    lines = [
+        f"Device: {device_name(device)}; torch {torch.__version__}; Inductor; "
+        f"{args.rounds} interleaved rounds; transformer block, two slots BLENDING.",
+        "",
+        "| variant | median ms per step | interquartile range, ms | graphs compiled |",
+        "|---|---:|---:|---:|",
+    ]
     for v in steps:
         lines.append(f"| {v} | {ms[v]:.3f} | {spread[v]:.3f} | {graphs[v]} |")
     ratio = ms["plain"] / ms["metrics and events"]
     lines += ["", f"plain / with metrics and events (speed): {ratio:.3f}"]
     if graphs["metrics and events"] == 0:
-        lines.append("The second copy compiled no graph: the plain copy's graph served it (its "
-                     "guards passed: nothing they check differs with metrics and events).")
+        lines.append(
+            "The second copy compiled no graph: the plain copy's graph served it (its "
+            "guards passed: nothing they check differs with metrics and events)."
+        )
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -30,16 +30,20 @@ class FormulaSlot(SeedSlot):
 class Cnn(nn.Module):
     def __init__(self, slot_cls, channels, classes=10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1),
-                                  nn.BatchNorm2d(channels), nn.ReLU())
-        self.block1 = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1),
-                                    nn.BatchNorm2d(channels))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.block1 = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+        )
         self.slot1 = slot_cls(channels, "cnn")
-        self.block2 = nn.Sequential(nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1),
-                                    nn.BatchNorm2d(channels))
+        self.block2 = nn.Sequential(
+            nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels)
+        )
         self.slot2 = slot_cls(channels, "cnn")
-        self.head = nn.Sequential(nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                  nn.Linear(channels, classes))
+        self.head = nn.Sequential(
+            nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes)
+        )
 
     def forward(self, x):
         return self.head(self.slot2(self.block2(self.slot1(self.block1(self.stem(x))))))
@@ -47,8 +51,9 @@ class Cnn(nn.Module):
     def grow(self):
         for slot in (self.slot1, self.slot2):
             c = slot.channels
-            slot.germinate(nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GELU()),
-                           blend=BlendMode.ADD)
+            slot.germinate(
+                nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.GELU()), blend=BlendMode.ADD
+            )
 
 
 class TransformerBlock(nn.Module):
@@ -71,8 +76,7 @@ class TransformerBlock(nn.Module):
     def grow(self):
         d = self.slot_attn.channels
         self.slot_attn.germinate(nn.Sequential(nn.Linear(d, d), nn.GELU()), blend=BlendMode.GATE)
-        self.slot_mlp.germinate(nn.Sequential(nn.Linear(d, d), nn.Tanh()),
-                                blend=BlendMode.MULTIPLY)
+        self.slot_mlp.germinate(nn.Sequential(nn.Linear(d, d), nn.Tanh()), blend=BlendMode.MULTIPLY)
 
 
 # Model sizes: (cnn channels, cnn batch, cnn image side), (transformer dim, batch, sequence).
@@ -85,13 +89,15 @@ SIZES = {
 }
 
 
-def build(name: str, slot_cls, device, big: bool = False, stage: str = "BLENDING",
-          size: str | None = None):
+def build(
+    name: str, slot_cls, device, big: bool = False, stage: str = "BLENDING", size: str | None = None
+):
     """The model (slots grown, in ``stage``), its input and labels. ``size`` is a key of
     SIZES; without it, "big" if ``big`` else "small"."""
     torch.manual_seed(0)
-    (channels, cnn_batch, side), (dim, tf_batch, tokens) = SIZES[size or ("big" if big else
-                                                                         "small")]
+    (channels, cnn_batch, side), (dim, tf_batch, tokens) = SIZES[
+        size or ("big" if big else "small")
+    ]
     if name == "cnn":
         model = Cnn(slot_cls, channels)
         x = torch.randn(cnn_batch, 3, side, side)
@@ -115,8 +121,13 @@ def build(name: str, slot_cls, device, big: bool = False, stage: str = "BLENDING
 def training_step(model, x, labels, compiled: bool, device, compile_fn=None):
     """One training step as a closure: ``compile_fn(model)`` (else torch.compile fullgraph when
     ``compiled``, else eager) in bfloat16 autocast on CUDA."""
-    forward = (compile_fn(model) if compile_fn is not None
-               else torch.compile(model, fullgraph=True) if compiled else model)
+    forward = (
+        compile_fn(model)
+        if compile_fn is not None
+        else torch.compile(model, fullgraph=True)
+        if compiled
+        else model
+    )
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -126,4 +137,5 @@ def training_step(model, x, labels, compiled: bool, device, compile_fn=None):
             loss = nn.functional.cross_entropy(forward(x).float(), labels)
         loss.backward()
         opt.step()
+
     return step

@@ -20,8 +20,9 @@ class Gpt2Block(nn.Module):
         self.c_attn = nn.Linear(width, 3 * width)
         self.c_proj = nn.Linear(width, width)
         self.ln_2 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"),
-                                 nn.Linear(4 * width, width))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(approximate="tanh"), nn.Linear(4 * width, width)
+        )
         self.slot = SeedSlot(width, "transformer")
 
     def forward(self, x):
@@ -37,8 +38,9 @@ class Gpt2(nn.Module):
     """Token and position embeddings, ``blocks`` Gpt2Blocks, a final LayerNorm and a tied
     LM head."""
 
-    def __init__(self, blocks: int = 12, width: int = 64, heads: int = 4, vocab: int = 512,
-                 context: int = 64):
+    def __init__(
+        self, blocks: int = 12, width: int = 64, heads: int = 4, vocab: int = 512, context: int = 64
+    ):
         super().__init__()
         self.wte = nn.Embedding(vocab, width)
         self.wpe = nn.Embedding(context, width)
@@ -64,5 +66,6 @@ def lora_seed(width: int, rank: int = 8) -> nn.Module:
 
 
 def mlp_seed(width: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(width, width), nn.GELU(approximate="tanh"),
-                         nn.Linear(width, width))
+    return nn.Sequential(
+        nn.Linear(width, width), nn.GELU(approximate="tanh"), nn.Linear(width, width)
+    )

@@ -28,9 +28,15 @@ import tempfile
 import time
 from pathlib import Path
 
-EVENTS = ("first compile", "germinate (new seed architecture)",
-          "germinate (architecture compiled before)", "start_blending", "fossilize",
-          "prune", "germinate (second new architecture)")
+EVENTS = (
+    "first compile",
+    "germinate (new seed architecture)",
+    "germinate (architecture compiled before)",
+    "start_blending",
+    "fossilize",
+    "prune",
+    "germinate (second new architecture)",
+)
 
 
 def _build(depth: int, width: int, batch: int, mixed: bool):
@@ -68,6 +74,7 @@ def _step_fn(model, forward, x):
         opt.zero_grad(set_to_none=True)
         forward(x).logsumexp(-1).mean().backward()
         opt.step()
+
     return step
 
 
@@ -104,8 +111,11 @@ def child_events(mode: str, depth: int, width: int, steady_steps: int) -> dict:
         first = _timed(step)
         compiled = counters["stats"]["unique_graphs"] - graphs
         steady = statistics.median(_timed(step) for _ in range(steady_steps))
-        out["events"][event] = {"seconds": max(first - steady, 0.0), "graphs": compiled,
-                                "steady_ms": steady * 1e3}
+        out["events"][event] = {
+            "seconds": max(first - steady, 0.0),
+            "graphs": compiled,
+            "steady_ms": steady * 1e3,
+        }
     return out
 
 
@@ -125,8 +135,12 @@ def child_steady(depth: int, width: int, batch: int, rounds: int, decompose: boo
         random.Random(r).shuffle(order)
         for mode in order:
             times[mode].append(_timed(steps[mode]))
-    out = {"depth": depth, "width": width, "batch": batch,
-           "ms": {m: statistics.median(t) * 1e3 for m, t in times.items()}}
+    out = {
+        "depth": depth,
+        "width": width,
+        "batch": batch,
+        "ms": {m: statistics.median(t) * 1e3 for m, t in times.items()},
+    }
     if decompose:
         out["decomposition"] = _decompose(wrappers["whole"], wrappers["regions"], x)
     return out
@@ -156,14 +170,17 @@ def _decompose(whole, regional, x) -> dict[str, float]:
 
     model = regional._orig_mod
     inputs = {}
-    hooks = [m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(id(mod), args))
-             for _, m in regional.regions]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args: inputs.__setitem__(id(mod), args))
+        for _, m in regional.regions
+    ]
     model(x)  # eager: each block's real training-mode input
     for h in hooks:
         h.remove()
     regions_guards = sum(
         _guard_us(r.structure, {"module": r.module, "args": inputs[id(r.module)], "kwargs": {}})
-        for r in regional._regions)
+        for r in regional._regions
+    )
     whole_model = whole._orig_mod
     assert whole._current is not None
     whole_guards = _guard_us(whole._current, {"module": whole_model, "args": (x,), "kwargs": {}})
@@ -171,50 +188,67 @@ def _decompose(whole, regional, x) -> dict[str, float]:
     def installed():
         with regional._installed():
             pass
+
     region = regional._regions[0]
-    dispatch = _median_us(lambda: (region.structure.full, torch._dynamo.utils.counters[
-        "stats"]["unique_graphs"], torch._dynamo.utils.counters["stats"]["unique_graphs"]))
+    dispatch = _median_us(
+        lambda: (
+            region.structure.full,
+            torch._dynamo.utils.counters["stats"]["unique_graphs"],
+            torch._dynamo.utils.counters["stats"]["unique_graphs"],
+        )
+    )
     wrapper = _median_us(installed) + dispatch * len(regional._regions)
 
     def rest(idx, h):  # the model's ops outside the blocks, and the loss
         e = model.wte(idx) + model.wpe(torch.arange(idx.shape[1]))
         return (model.ln_f(e + h) @ model.wte.weight.t()).logsumexp(-1).mean()
+
     h = torch.zeros(*x.shape, model.ln_f.normalized_shape[0])
     compiled_rest = torch.compile(rest, fullgraph=True)
     compiled_rest(x, h).backward()
-    rest_excess = (_median_us(lambda: rest(x, h).backward(), 300)
-                   - _median_us(lambda: compiled_rest(x, h).backward(), 300))
+    rest_excess = _median_us(lambda: rest(x, h).backward(), 300) - _median_us(
+        lambda: compiled_rest(x, h).backward(), 300
+    )
     # torch.compile's cost per extra differentiable call (Dynamo entry, AOTAutograd's forward and
     # backward wrappers, an autograd node): the same tiny work over as many trainable inputs as
     # the regions have parameters, as one compiled graph and as one graph per region
     calls = len(regional._regions)
     n_inputs = sum(1 for _ in regional._regions[0].module.parameters())
-    groups = [[torch.randn(8, requires_grad=True) for _ in range(n_inputs)]
-              for _ in range(calls)]
+    groups = [[torch.randn(8, requires_grad=True) for _ in range(n_inputs)] for _ in range(calls)]
 
     def tiny(*ps):
         return torch.stack([p.sum() for p in ps]).sum()
+
     one_graph = torch.compile(lambda gs: sum(tiny(*g) for g in gs), fullgraph=True)
     per_group = torch.compile(tiny, fullgraph=True)
 
     def separate():
         sum(per_group(*g) for g in groups).backward()
+
     one_graph(groups).backward()
     separate()
-    per_call = (_median_us(separate, 500)
-                - _median_us(lambda: one_graph(groups).backward(), 500)) / (calls - 1)
+    per_call = (
+        _median_us(separate, 500) - _median_us(lambda: one_graph(groups).backward(), 500)
+    ) / (calls - 1)
     extra_calls = calls - 1
-    return {"guards (all regions) minus the whole model's": (regions_guards - whole_guards) / 1e3,
-            "the wrapper's Python (install, dispatch)": wrapper / 1e3,
-            f"torch.compile's fixed cost per differentiable call of {n_inputs} parameters "
-            f"({per_call:.0f} us) x {extra_calls} more calls": per_call * extra_calls / 1e3,
-            "the model's rest run eagerly, over the same ops compiled": rest_excess / 1e3}
+    return {
+        "guards (all regions) minus the whole model's": (regions_guards - whole_guards) / 1e3,
+        "the wrapper's Python (install, dispatch)": wrapper / 1e3,
+        f"torch.compile's fixed cost per differentiable call of {n_inputs} parameters "
+        f"({per_call:.0f} us) x {extra_calls} more calls": per_call * extra_calls / 1e3,
+        "the model's rest run eagerly, over the same ops compiled": rest_excess / 1e3,
+    }
 
 
 def _run_child(args: list[str], cache: str) -> dict:
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache)
-    proc = subprocess.run([sys.executable, "-m", "bench.lifecycle_compile", *args], env=env,
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.lifecycle_compile", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -225,11 +259,14 @@ def table(events: list[dict], steady: list[dict]) -> str:
 
     from bench.__main__ import device_name
 
-    lines = [f"Device: {device_name(torch.device('cpu'))}; torch {torch.__version__}; Inductor; "
-             "GPT-2 width 64, batch 8 x 64 tokens, a slot after every block's MLP. Seconds of "
-             "compile in the first training step after each event (that step minus the steady "
-             "step), graphs compiled in parentheses; cold: a fresh Inductor cache directory per "
-             "process; warm: the same directory again, as a resumed run finds it.", ""]
+    lines = [
+        f"Device: {device_name(torch.device('cpu'))}; torch {torch.__version__}; Inductor; "
+        "GPT-2 width 64, batch 8 x 64 tokens, a slot after every block's MLP. Seconds of "
+        "compile in the first training step after each event (that step minus the steady "
+        "step), graphs compiled in parentheses; cold: a fresh Inductor cache directory per "
+        "process; warm: the same directory again, as a resumed run finds it.",
+        "",
+    ]
     depths = sorted({e["depth"] for e in events})
     header = "| event | " + " | ".join(f"{m} {d}" for d in depths for m in ("whole", "regions"))
     lines += [header + " |", "|---|" + "---:|" * (2 * len(depths))]
@@ -242,31 +279,51 @@ def table(events: list[dict], steady: list[dict]) -> str:
                     ev = cell.get((m, d, cache), {}).get(event)
                     row.append("-" if ev is None else f"{ev['seconds']:.2f} ({ev['graphs']})")
             lines.append("| " + " | ".join(row) + " |")
-    lines.append("| steady step, ms (cold run, end) | " + " | ".join(
-        f"{cell[(m, d, 'cold')][EVENTS[-1]]['steady_ms']:.1f}" for d in depths
-        for m in ("whole", "regions")) + " |")
-    lines += ["", "Steady training step, both modes in one process on copies of one model "
-              "(every third slot seeded, every sixth blending), interleaved shuffled rounds, "
-              "median ms (speed relative to the whole model):", "",
-              "| depth | width | batch | whole | regions | regions / whole | regions, "
-              "stage_graphs=False | its ratio |", "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines.append(
+        "| steady step, ms (cold run, end) | "
+        + " | ".join(
+            f"{cell[(m, d, 'cold')][EVENTS[-1]]['steady_ms']:.1f}"
+            for d in depths
+            for m in ("whole", "regions")
+        )
+        + " |"
+    )
+    lines += [
+        "",
+        "Steady training step, both modes in one process on copies of one model "
+        "(every third slot seeded, every sixth blending), interleaved shuffled rounds, "
+        "median ms (speed relative to the whole model):",
+        "",
+        "| depth | width | batch | whole | regions | regions / whole | regions, "
+        "stage_graphs=False | its ratio |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for s in steady:
         ms = s["ms"]
         w, r, n = ms["whole"], ms["regions"], ms["regions, stage_graphs=False"]
-        lines.append(f"| {s['depth']} | {s['width']} | {s['batch']} | {w:.2f} | {r:.2f} | "
-                     f"{w / r:.3f} | {n:.2f} | {w / n:.3f} |")
+        lines.append(
+            f"| {s['depth']} | {s['width']} | {s['batch']} | {w:.2f} | {r:.2f} | "
+            f"{w / r:.3f} | {n:.2f} | {w / n:.3f} |"
+        )
     for s in steady:
         if "decomposition" not in s:
             continue
         gap = s["ms"]["regions"] - s["ms"]["whole"]
-        lines += ["", f"Where the regions' extra {gap:.2f} ms per step goes (depth {s['depth']}, "
-                  f"width {s['width']}; each part timed on its own, ms per step):", "",
-                  "| part | ms |", "|---|---:|"]
+        lines += [
+            "",
+            f"Where the regions' extra {gap:.2f} ms per step goes (depth {s['depth']}, "
+            f"width {s['width']}; each part timed on its own, ms per step):",
+            "",
+            "| part | ms |",
+            "|---|---:|",
+        ]
         parts = s["decomposition"]
         for key, value in parts.items():
             lines.append(f"| {key} | {value:.2f} |")
-        lines.append("| unaccounted: fusion lost at block boundaries, per-call costs that grow "
-                     f"with a graph's inputs, noise | {gap - sum(parts.values()):.2f} |")
+        lines.append(
+            "| unaccounted: fusion lost at block boundaries, per-call costs that grow "
+            f"with a graph's inputs, noise | {gap - sum(parts.values()):.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -294,15 +351,33 @@ def main(argv=None) -> None:
         for mode in ("whole", "regions"):
             with tempfile.TemporaryDirectory() as cache:
                 for temperature in ("cold", "warm"):
-                    result = _run_child(["--child", "events", mode, str(depth),
-                                         str(steady_steps)], cache)
+                    result = _run_child(
+                        ["--child", "events", mode, str(depth), str(steady_steps)], cache
+                    )
                     result["cache"] = temperature
                     events.append(result)
-                    print(mode, depth, temperature, {k: round(v["seconds"], 2) for k, v in
-                                                     result["events"].items()}, flush=True)
+                    print(
+                        mode,
+                        depth,
+                        temperature,
+                        {k: round(v["seconds"], 2) for k, v in result["events"].items()},
+                        flush=True,
+                    )
         with tempfile.TemporaryDirectory() as cache:
-            steady.append(_run_child(["--child", "steady", str(depth), "64", "8", str(rounds),
-                                      str(int(depth == 12))], cache))
+            steady.append(
+                _run_child(
+                    [
+                        "--child",
+                        "steady",
+                        str(depth),
+                        "64",
+                        "8",
+                        str(rounds),
+                        str(int(depth == 12)),
+                    ],
+                    cache,
+                )
+            )
         print("steady", steady[-1]["ms"], flush=True)
     if not args.quick:
         with tempfile.TemporaryDirectory() as cache:

@@ -37,11 +37,13 @@ MODES = list(BlendMode)
 class SixSlotCnn(nn.Module):
     def __init__(self, channels=32, n_slots=6, classes=10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels),
-                                  nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU()
+        )
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
-            for _ in range(n_slots))
+            for _ in range(n_slots)
+        )
         self.slots = nn.ModuleList(SeedSlot(channels, "cnn") for _ in range(n_slots))
         self.head = nn.Linear(channels, classes)
 
@@ -61,17 +63,25 @@ def script(quick: bool):
     steps = []
     n = 3 if quick else 6
     for i in range(n):
-        steps.append((f"germinate {i} {MODES[i % 3].name}",
-                      lambda s, i=i: s[i].germinate(seed(), blend=MODES[i % 3])))
+        steps.append(
+            (
+                f"germinate {i} {MODES[i % 3].name}",
+                lambda s, i=i: s[i].germinate(seed(), blend=MODES[i % 3]),
+            )
+        )
     for i in range(n):
         steps.append((f"start_blending {i}", lambda s, i=i: s[i].start_blending(4)))
         steps.append((f"step {i}", lambda s, i=i: s[i].step()))
     for i in (0, 1):
         steps.append((f"fossilize {i}", lambda s, i=i: (s[i].set_alpha(1.0), s[i].fossilize())))
-    for i in ((2,) if quick else (2, 3, 4)):
+    for i in (2,) if quick else (2, 3, 4):
         steps.append((f"prune {i}", lambda s, i=i: s[i].prune()))
-        steps.append((f"germinate {i} {MODES[(i + 1) % 3].name}",
-                      lambda s, i=i: s[i].germinate(seed(), blend=MODES[(i + 1) % 3])))
+        steps.append(
+            (
+                f"germinate {i} {MODES[(i + 1) % 3].name}",
+                lambda s, i=i: s[i].germinate(seed(), blend=MODES[(i + 1) % 3]),
+            )
+        )
         steps.append((f"start_blending {i}", lambda s, i=i: s[i].start_blending(2)))
     return steps
 
@@ -81,8 +91,11 @@ def own_code(model: nn.Module, tag: str) -> nn.Module:
     so the runs below neither share graphs nor count against each other's limits."""
     forward = type(model).forward
     code = forward.__code__.replace(co_name=f"forward_{tag}")
-    cls = type(f"{type(model).__name__}_{tag}", (type(model),),
-               {"forward": type(forward)(code, forward.__globals__, code.co_name)})
+    cls = type(
+        f"{type(model).__name__}_{tag}",
+        (type(model),),
+        {"forward": type(forward)(code, forward.__globals__, code.co_name)},
+    )
     model.__class__ = cls
     return model
 
@@ -117,9 +130,15 @@ def run_lifecycle(model, x, labels, make, quick):
         train_and_eval()
         for _name, transition in script(quick):
             transition(slots)
-            opt.add_param_group({"params": [p for p in model.parameters()
-                                            if not any(p is q for g in opt.param_groups
-                                                       for q in g["params"])]})
+            opt.add_param_group(
+                {
+                    "params": [
+                        p
+                        for p in model.parameters()
+                        if not any(p is q for g in opt.param_groups for q in g["params"])
+                    ]
+                }
+            )
             train_and_eval()
             done += 1
     except Exception as err:
@@ -170,10 +189,14 @@ def dispatch_us(rounds: int = 30, calls: int = 200) -> dict[str, float]:
     model.slots[0].germinate(nn.Linear(4, 4))
     model.eval()
     x = torch.randn(2, 3, 4)
-    entries = {"torch.compile": torch.compile(own_code(copy.deepcopy(model), "d0"),
-                                              fullgraph=True, backend="eager"),
-               "esper_slot.compile": esper_slot.compile(own_code(copy.deepcopy(model), "d1"),
-                                                        fullgraph=True, backend="eager")}
+    entries = {
+        "torch.compile": torch.compile(
+            own_code(copy.deepcopy(model), "d0"), fullgraph=True, backend="eager"
+        ),
+        "esper_slot.compile": esper_slot.compile(
+            own_code(copy.deepcopy(model), "d1"), fullgraph=True, backend="eager"
+        ),
+    }
     times: dict[str, list[float]] = {name: [] for name in entries}
     with torch.no_grad():
         for fn in entries.values():
@@ -193,13 +216,16 @@ def main(argv=None):
     parser.add_argument("--backend", default="inductor")
     parser.add_argument("--quick", action="store_true", help="3 slots' worth of transitions")
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
-    parser.add_argument("--dispatch-only", action="store_true",
-                        help="only the per-call overhead of the wrapper")
+    parser.add_argument(
+        "--dispatch-only", action="store_true", help="only the per-call overhead of the wrapper"
+    )
     args = parser.parse_args(argv)
     us = dispatch_us()
-    dispatch = ["Per-call time of a tiny 6-slot model (eval, no_grad, dynamo's eager backend; "
-                "median us, interleaved): " + ", ".join(f"{k} {v:.1f}" for k, v in us.items()),
-                ""]
+    dispatch = [
+        "Per-call time of a tiny 6-slot model (eval, no_grad, dynamo's eager backend; "
+        "median us, interleaved): " + ", ".join(f"{k} {v:.1f}" for k, v in us.items()),
+        "",
+    ]
     if args.dispatch_only:
         print("\n".join(dispatch))
         return
@@ -231,10 +257,12 @@ def main(argv=None):
     fresh_model = own_code(copy.deepcopy(ours_model), "fresh")  # one structure, compiled alone
     fresh = torch.compile(fresh_model, **kw)
     eager_model = copy.deepcopy(ours_model)
-    entries = [("esper_slot.compile", ours_model, ours_forward),
-               ("torch.compile, recompile_limit=64", sized_model, sized_forward),
-               ("one graph per structure", fresh_model, fresh),
-               ("eager", eager_model, eager_model)]
+    entries = [
+        ("esper_slot.compile", ours_model, ours_forward),
+        ("torch.compile, recompile_limit=64", sized_model, sized_forward),
+        ("one graph per structure", fresh_model, fresh),
+        ("eager", eager_model, eager_model),
+    ]
     ms = step_times(entries, x, labels, rounds=10 if args.quick else 100)
     lines = [
         f"Device: {device_name(x.device)}; torch {torch.__version__}; backend {args.backend}; "
@@ -245,10 +273,17 @@ def main(argv=None):
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['transitions']} | {row['graphs']} | "
-                     f"{row['compile_s']:.1f} | {row['wall_s']:.1f} | {row['failure'] or '-'} |")
-    lines += ["", "Train step in the final structure (median ms, interleaved):", "",
-              "| model | ms |", "|---|---:|"]
+        lines.append(
+            f"| {name} | {row['transitions']} | {row['graphs']} | "
+            f"{row['compile_s']:.1f} | {row['wall_s']:.1f} | {row['failure'] or '-'} |"
+        )
+    lines += [
+        "",
+        "Train step in the final structure (median ms, interleaved):",
+        "",
+        "| model | ms |",
+        "|---|---:|",
+    ]
     lines += [f"| {name} | {value:.2f} |" for name, value in ms.items()]
     text = "\n".join(lines + [""] + dispatch)
     print(text)

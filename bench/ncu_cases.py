@@ -62,34 +62,44 @@ def read_csv(path) -> list[dict]:
 
 
 def parse(folder: str) -> str:
-    out = [f"Nsight Compute (--clock-control none), {NUMEL:,} float32 elements per tensor; "
-           "the second of two calls per case.", "",
-           "| case | kernels | time us | DRAM read MB | DRAM write MB | floor MB | DRAM / floor "
-           "| GB/s |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = [
+        f"Nsight Compute (--clock-control none), {NUMEL:,} float32 elements per tensor; "
+        "the second of two calls per case.",
+        "",
+        "| case | kernels | time us | DRAM read MB | DRAM write MB | floor MB | DRAM / floor "
+        "| GB/s |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for label in labels():
         path = Path(folder) / file_name(label)
         launches = read_csv(path) if path.exists() else []
         if not launches or len(launches) % 2:
-            out.append(f"| {label} | {len(launches)} launches in {path.name}: not two equal "
-                       "calls, read the CSV | | | | | | |")
+            out.append(
+                f"| {label} | {len(launches)} launches in {path.name}: not two equal "
+                "calls, read the CSV | | | | | | |"
+            )
             continue
-        group = launches[len(launches) // 2:]
+        group = launches[len(launches) // 2 :]
         op, pass_ = label.split()
         floor = cases.min_bytes(op, NUMEL, DTYPE, pass_)
         t = sum(k["gpu__time_duration.sum"] for k in group)  # ns
         rd = sum(k["dram__bytes_read.sum"] for k in group)
         wr = sum(k["dram__bytes_write.sum"] for k in group)
         names = " + ".join(k["name"].split("(")[0] for k in group)
-        out.append(f"| {label} | {names} | {t / 1e3:.1f} | {rd / 1e6:.1f} | {wr / 1e6:.1f} | "
-                   f"{floor / 1e6:.1f} | {(rd + wr) / floor:.3f} | {(rd + wr) / t:.0f} |")
+        out.append(
+            f"| {label} | {names} | {t / 1e3:.1f} | {rd / 1e6:.1f} | {wr / 1e6:.1f} | "
+            f"{floor / 1e6:.1f} | {(rd + wr) / floor:.3f} | {(rd + wr) / t:.0f} |"
+        )
     return "\n".join(out) + "\n"
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.ncu_cases",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--run", metavar="CASE", choices=labels(),
-                        help="call one case twice (under ncu)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ncu_cases", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--run", metavar="CASE", choices=labels(), help="call one case twice (under ncu)"
+    )
     parser.add_argument("--parse", metavar="FOLDER", help="tabulate the per-case CSVs in FOLDER")
     parser.add_argument("--list", action="store_true", help="print the cases, one per line")
     args = parser.parse_args(argv)

@@ -46,21 +46,30 @@ def esper_lite_collect(model, vanishing=1e-7, exploding=5.0):
 
 
 def collect_costs(name: str, device, rounds: int) -> dict[str, float]:
-    model, x, labels = e2e.build(name, e2e.SeedSlot, device, big=device.type == "cuda",
-                                 stage="TRAINING")
+    model, x, labels = e2e.build(
+        name, e2e.SeedSlot, device, big=device.type == "cuda", stage="TRAINING"
+    )
     nn.functional.cross_entropy(model(x).float(), labels).backward()
     chunked = GradientTelemetry(model, compile=False)
     internal = GradientTelemetry(model, compile=True)
     traced = GradientTelemetry(model)
     compiled = torch.compile(traced.collect, fullgraph=True)
-    fns = {"esper-lite": lambda: esper_lite_collect(model), "ours, compile=False": chunked.collect,
-           "ours, compile=True": internal.collect, "ours, compiled": compiled}
+    fns = {
+        "esper-lite": lambda: esper_lite_collect(model),
+        "ours, compile=False": chunked.collect,
+        "ours, compile=True": internal.collect,
+        "ours, compiled": compiled,
+    }
     for fn in fns.values():  # compile and warm up
         fn()
         fn()
     ms = interleaved_ms(fns, rounds, device)
-    ms["gradient MB"] = sum(p.grad.numel() * p.grad.element_size()
-                            for p in model.parameters() if p.grad is not None) / 2**20
+    ms["gradient MB"] = (
+        sum(
+            p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None
+        )
+        / 2**20
+    )
     return ms
 
 
@@ -68,8 +77,9 @@ def probe_costs(name: str, stage: str, device, rounds: int) -> dict[str, float]:
     fns = {}
     for compiled in (False, True):
         for check in (True, False):
-            model, x, labels = e2e.build(name, e2e.SeedSlot, device, big=device.type == "cuda",
-                                         stage=stage)
+            model, x, labels = e2e.build(
+                name, e2e.SeedSlot, device, big=device.type == "cuda", stage=stage
+            )
             for _, slot in named_slots(model):
                 slot.check_seed_output = check
             step = e2e.training_step(model, x, labels, compiled, device)
@@ -86,28 +96,44 @@ def main(argv=None):
     args = parser.parse_args(argv)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch._dynamo.config.recompile_limit = 64
-    lines = [f"Device: {device_name(device)}; torch {torch.__version__}; {args.rounds} "
-             "interleaved rounds, median ms.", "",
-             "One collected step (gradients kept from one backward), slots in TRAINING:", "",
-             "| model | gradient MB | esper-lite ms | ours, eager, compile=False (CPU default) | "
-             "eager, compile=True (GPU default) | inside a compiled step |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"Device: {device_name(device)}; torch {torch.__version__}; {args.rounds} "
+        "interleaved rounds, median ms.",
+        "",
+        "One collected step (gradients kept from one backward), slots in TRAINING:",
+        "",
+        "| model | gradient MB | esper-lite ms | ours, eager, compile=False (CPU default) | "
+        "eager, compile=True (GPU default) | inside a compiled step |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for name in ("cnn", "transformer"):
         ms = collect_costs(name, device, args.rounds)
         base = ms["esper-lite"]
-        lines.append(f"| {name} | {ms['gradient MB']:.2f} | {base:.3f} | " + " | ".join(
-            f"{ms[k]:.3f} ms ({base / ms[k]:.2f}x)"
-            for k in ("ours, compile=False", "ours, compile=True", "ours, compiled")) + " |")
+        lines.append(
+            f"| {name} | {ms['gradient MB']:.2f} | {base:.3f} | "
+            + " | ".join(
+                f"{ms[k]:.3f} ms ({base / ms[k]:.2f}x)"
+                for k in ("ours, compile=False", "ours, compile=True", "ours, compiled")
+            )
+            + " |"
+        )
         print(lines[-1], flush=True)
-    lines += ["", "The seed-output probe: a training step with check_seed_output on vs off:", "",
-              "| model | slots in | mode | on ms | off ms | cost |", "|---|---|---|---:|---:|---:|"]
+    lines += [
+        "",
+        "The seed-output probe: a training step with check_seed_output on vs off:",
+        "",
+        "| model | slots in | mode | on ms | off ms | cost |",
+        "|---|---|---|---:|---:|---:|",
+    ]
     for name in ("cnn", "transformer"):
         for stage in ("TRAINING", "BLENDING"):
             ms = probe_costs(name, stage, device, args.rounds)
             for mode in ("eager", "compiled"):
                 on, off = ms[(mode, True)], ms[(mode, False)]
-                lines.append(f"| {name} | {stage} | {mode} | {on:.3f} | {off:.3f} | "
-                             f"{(on / off - 1) * 100:+.1f}% |")
+                lines.append(
+                    f"| {name} | {stage} | {mode} | {on:.3f} | {off:.3f} | "
+                    f"{(on / off - 1) * 100:+.1f}% |"
+                )
                 print(lines[-1], flush=True)
     text = "\n".join(lines) + "\n"
     print(text)

@@ -22,8 +22,9 @@ def median_ms(fn: Callable[[], object], device: torch.device, *, quick: bool = F
     if device.type == "cuda":
         from triton.testing import do_bench
 
-        return float(do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 200,
-                              return_mode="median"))
+        return float(
+            do_bench(fn, warmup=10 if quick else 25, rep=40 if quick else 200, return_mode="median")
+        )
     for _ in range(2 if quick else 3):
         fn()
     times = []
@@ -36,8 +37,9 @@ def median_ms(fn: Callable[[], object], device: torch.device, *, quick: bool = F
     return statistics.median(times) * 1e3
 
 
-def median_ms_each(fns: dict[str, Callable[[], object]], device: torch.device, *,
-                   quick: bool = False) -> dict[str, float]:
+def median_ms_each(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, quick: bool = False
+) -> dict[str, float]:
     """Median time of each call, measured side by side. CUDA: median_ms of each in turn (CUDA
     events are stable). CPU: interleaved rounds that call each once, so a drift in the machine's
     speed (a shared VM; allocator state) hits every contender alike."""
@@ -61,8 +63,9 @@ def median_ms_each(fns: dict[str, Callable[[], object]], device: torch.device, *
     return {name: statistics.median(ts) * 1e3 for name, ts in times.items()}
 
 
-def interleaved_ms(fns: dict[str, Callable[[], object]], rounds: int,
-                   device: torch.device) -> dict[str, float]:
+def interleaved_ms(
+    fns: dict[str, Callable[[], object]], rounds: int, device: torch.device
+) -> dict[str, float]:
     """Median ms per call of each function over a fixed number of rounds, each calling every
     function once in a shuffled order (synchronising around each call on CUDA): for calls too
     slow for median_ms_each's time budget, such as whole training steps."""

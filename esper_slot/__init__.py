@@ -1,15 +1,15 @@
 """esper_slot: a compile-safe slot module for morphogenetic training.
 
-    slot = SeedSlot(channels=64, topology="cnn")       # in the host: features = slot(features)
-    slot.germinate(seed_module)                        # TRAINING: the incubator
-    slot.start_blending(steps=1000); slot.step()       # BLENDING: alpha ramps 0 -> 1 (alpha.py)
-    slot.fossilize()                                   # FOSSILIZED at alpha 1.0 (or schedule_prune)
-    with ablated(model): ...                           # counterfactual: alpha forced to 0
-    check_grad_flow(model)                             # always-on grad-flow status
-    telemetry = GradientTelemetry(model); telemetry.collect(); telemetry.read()  # per-slot grads
-    save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
-    step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
-    step_fn = esper_slot.compile(model, regions=Block, fullgraph=True)  # a block per event
+slot = SeedSlot(channels=64, topology="cnn")       # in the host: features = slot(features)
+slot.germinate(seed_module)                        # TRAINING: the incubator
+slot.start_blending(steps=1000); slot.step()       # BLENDING: alpha ramps 0 -> 1 (alpha.py)
+slot.fossilize()                                   # FOSSILIZED at alpha 1.0 (or schedule_prune)
+with ablated(model): ...                           # counterfactual: alpha forced to 0
+check_grad_flow(model)                             # always-on grad-flow status
+telemetry = GradientTelemetry(model); telemetry.collect(); telemetry.read()  # per-slot grads
+save_checkpoint(model, path); load_checkpoint(model, path)   # strict, atomic, versioned
+step_fn = esper_slot.compile(model, fullgraph=True)  # torch.compile for whole lifecycles
+step_fn = esper_slot.compile(model, regions=Block, fullgraph=True)  # a block per event
 """
 
 __version__ = "0.1.0"  # the single source: pyproject.toml reads it (tool.setuptools.dynamic)

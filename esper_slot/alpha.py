@@ -55,16 +55,22 @@ def curve_progress(t: float, curve: str, steepness: float = DEFAULT_STEEPNESS) -
 
 def check_ramp_args(target, steps, curve, steepness) -> None:
     """ValueError naming the first bad ramp argument (None means "keep" for curve/steepness)."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not (
-            0.0 <= target <= 1.0):
+    if (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float))
+        or not (0.0 <= target <= 1.0)
+    ):
         raise ValueError(f"target must be a number in [0, 1], got {target!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")
     if curve is not None and curve not in CURVES:
         raise ValueError(f"curve must be one of {CURVES}, got {curve!r}")
     if steepness is not None and (
-            isinstance(steepness, bool) or not isinstance(steepness, (int, float))
-            or not math.isfinite(steepness) or steepness <= 0):
+        isinstance(steepness, bool)
+        or not isinstance(steepness, (int, float))
+        or not math.isfinite(steepness)
+        or steepness <= 0
+    ):
         raise ValueError(f"steepness must be a finite number > 0, got {steepness!r}")
 
 
@@ -81,13 +87,16 @@ class AlphaSchedule:
     steps_total: int = 0
     steps_done: int = 0
 
-    def retarget(self, target: float, steps: int, curve: str | None = None,
-                 steepness: float | None = None) -> None:
+    def retarget(
+        self, target: float, steps: int, curve: str | None = None, steepness: float | None = None
+    ) -> None:
         """Ramp from the current alpha to ``target`` over ``steps`` calls of step() (0: at once).
         Only from HOLD (ValueError otherwise; the slot turns it into a LifecycleError)."""
         if self.mode != "HOLD":
-            raise ValueError(f"a new ramp can only start from HOLD; the ramp is {self.mode} "
-                             f"at step {self.steps_done} of {self.steps_total}")
+            raise ValueError(
+                f"a new ramp can only start from HOLD; the ramp is {self.mode} "
+                f"at step {self.steps_done} of {self.steps_total}"
+            )
         check_ramp_args(target, steps, curve, steepness)
         target = clamp01(float(target))
         self.start, self.target = self.alpha, target
@@ -116,7 +125,8 @@ class AlphaSchedule:
             return True
         t = self.steps_done / max(self.steps_total, 1)
         value = self.start + (self.target - self.start) * curve_progress(
-            t, self.curve, self.steepness)
+            t, self.curve, self.steepness
+        )
         self.alpha = clamp01(value)
         if self.mode == "UP":
             self.alpha = min(max(self.alpha, self.start), self.target)
@@ -131,15 +141,26 @@ class AlphaSchedule:
 
     def fields(self) -> dict:
         """The schedule as checkpoint-record fields (see extra_state.py)."""
-        return {"alpha": self.alpha, "alpha_start": self.start, "alpha_target": self.target,
-                "alpha_mode": self.mode, "alpha_curve": self.curve,
-                "alpha_steepness": self.steepness, "alpha_steps_total": self.steps_total,
-                "alpha_steps_done": self.steps_done}
+        return {
+            "alpha": self.alpha,
+            "alpha_start": self.start,
+            "alpha_target": self.target,
+            "alpha_mode": self.mode,
+            "alpha_curve": self.curve,
+            "alpha_steepness": self.steepness,
+            "alpha_steps_total": self.steps_total,
+            "alpha_steps_done": self.steps_done,
+        }
 
     @classmethod
     def from_fields(cls, record: dict) -> AlphaSchedule:
-        return cls(alpha=float(record["alpha"]), start=float(record["alpha_start"]),
-                   target=float(record["alpha_target"]), mode=record["alpha_mode"],
-                   curve=record["alpha_curve"], steepness=float(record["alpha_steepness"]),
-                   steps_total=record["alpha_steps_total"],
-                   steps_done=record["alpha_steps_done"])
+        return cls(
+            alpha=float(record["alpha"]),
+            start=float(record["alpha_start"]),
+            target=float(record["alpha_target"]),
+            mode=record["alpha_mode"],
+            curve=record["alpha_curve"],
+            steepness=float(record["alpha_steepness"]),
+            steps_total=record["alpha_steps_total"],
+            steps_done=record["alpha_steps_done"],
+        )

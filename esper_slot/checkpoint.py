@@ -70,18 +70,23 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
         slot_problems = slot.check_record(record)
         if slot_problems:
             version = record.get(VERSION_KEY) if isinstance(record, dict) else None
-            problems += [f"slot {name or '<root>'!r} (record version {version}): {p}"
-                         for p in slot_problems]
+            problems += [
+                f"slot {name or '<root>'!r} (record version {version}): {p}" for p in slot_problems
+            ]
             continue
         has_seed = Stage[record["stage"]] in SEED_STAGES
         if not has_seed:
             dropped += [prefix + "seed.", prefix + "gate."]
             continue
         if slot.seed is None:
-            added.update(_meta_shapes(registry.build,
-                                      (record["seed_factory"], record["seed_kwargs"],
-                                       slot.topology, slot.channels),
-                                      prefix + "seed.", problems))
+            added.update(
+                _meta_shapes(
+                    registry.build,
+                    (record["seed_factory"], record["seed_kwargs"], slot.topology, slot.channels),
+                    prefix + "seed.",
+                    problems,
+                )
+            )
         if record["gate_kind"] == "none":
             dropped.append(prefix + "gate.")
         elif slot.gate is None or slot.seed is None:
@@ -92,16 +97,20 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
             else:
                 build, args = registry.build, (record["gate_factory"], record["gate_kwargs"])
             added.update(_meta_shapes(build, args, prefix + "gate.", problems))
-    expected = {k: v.shape for k, v in model.state_dict(keep_vars=True).items()
-                if torch.is_tensor(v) and not any(k.startswith(d) for d in dropped)}
+    expected = {
+        k: v.shape
+        for k, v in model.state_dict(keep_vars=True).items()
+        if torch.is_tensor(v) and not any(k.startswith(d) for d in dropped)
+    }
     expected.update(added)
     for key, value in state_dict.items():
         if key in expected and not torch.is_tensor(value):  # torch would raise mid-load
-            problems.append(f"{key!r} is a {type(value).__name__} in the checkpoint, not a "
-                            "tensor")
+            problems.append(f"{key!r} is a {type(value).__name__} in the checkpoint, not a tensor")
         elif key in expected and value.shape != expected[key]:
-            problems.append(f"{key!r} has shape {list(value.shape)} in the checkpoint but "
-                            f"{list(expected[key])} in the model")
+            problems.append(
+                f"{key!r} has shape {list(value.shape)} in the checkpoint but "
+                f"{list(expected[key])} in the model"
+            )
     if strict:
         records = {(f"{n}." if n else "") + _EXTRA for n, _ in named_slots(model)}
         wanted = set(expected) | records
@@ -112,14 +121,17 @@ def problems_loading(model: nn.Module, state_dict, strict: bool) -> list[str]:
 
 def _raise(problems: list[str], what: str) -> None:
     if problems:
-        raise CheckpointError(f"cannot load {what}; the model was not changed:\n  - "
-                              + "\n  - ".join(problems))
+        raise CheckpointError(
+            f"cannot load {what}; the model was not changed:\n  - " + "\n  - ".join(problems)
+        )
 
 
 def _guard(module, state_dict, prefix, *args) -> None:
     if prefix == "":  # this module is the one load_state_dict was called on
-        _raise(problems_loading(module, state_dict, strict=False),
-               f"the state dict into {type(module).__name__}")
+        _raise(
+            problems_loading(module, state_dict, strict=False),
+            f"the state dict into {type(module).__name__}",
+        )
 
 
 def _guarded(module: nn.Module) -> bool:
@@ -164,14 +176,16 @@ def strip_wrapper_prefixes(state_dict: dict) -> dict:
         parts = [p for p in parts if p != "_orig_mod"]
         new = ".".join(parts)
         if new in out:
-            raise CheckpointError(f"keys {key!r} and another both map to {new!r} after removing "
-                                  "wrapper prefixes")
+            raise CheckpointError(
+                f"keys {key!r} and another both map to {new!r} after removing wrapper prefixes"
+            )
         out[new] = value
     return out
 
 
-def load_state_dict(model: nn.Module, state_dict: dict, *, strict: bool = True,
-                    from_wrapped: bool = False):
+def load_state_dict(
+    model: nn.Module, state_dict: dict, *, strict: bool = True, from_wrapped: bool = False
+):
     """Atomic ``load_state_dict``: every problem (slot records, shapes, and with ``strict``
     missing or unexpected keys) raises CheckpointError before anything changes.
 
@@ -194,8 +208,11 @@ def save_checkpoint(model_or_state_dict, path: str | os.PathLike) -> Path:
     slot records), checked by read_checkpoint/load_checkpoint; the keys are the model's own and
     ``torch.load(weights_only=True)`` + plain ``load_state_dict`` read it as before."""
     path = Path(path)
-    state = (unwrap(model_or_state_dict).state_dict()
-             if isinstance(model_or_state_dict, nn.Module) else model_or_state_dict)
+    state = (
+        unwrap(model_or_state_dict).state_dict()
+        if isinstance(model_or_state_dict, nn.Module)
+        else model_or_state_dict
+    )
     state = integrity.with_digest(state)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -232,38 +249,56 @@ def read_checkpoint(path: str | os.PathLike, map_location=None, *, verify: bool 
             integrity.check_pickle_crc(path)
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"refusing to load {where!r}: it is damaged or not a weights-only "
-                              f"checkpoint (unpickling it could run code): {err}") from err
+        raise CheckpointError(
+            f"refusing to load {where!r}: it is damaged or not a weights-only "
+            f"checkpoint (unpickling it could run code): {err}"
+        ) from err
     except Exception as err:  # any failure to read the file is a CheckpointError
         unreachable = isinstance(err, (FileNotFoundError, IsADirectoryError, PermissionError))
         hint = "" if unreachable else " (truncated, damaged or not a torch.save file?)"
         detail = str(err) or ("the file ends early" if isinstance(err, EOFError) else "")
-        raise CheckpointError(f"cannot read {where!r} as a checkpoint{hint}: "
-                              f"{type(err).__name__}: {detail}") from err
+        raise CheckpointError(
+            f"cannot read {where!r} as a checkpoint{hint}: {type(err).__name__}: {detail}"
+        ) from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{where!r} holds a {type(state).__name__}, not a state dict")
     record = integrity.pop_digest(state, where)
     if not verify:
         return state
     if record is None:
-        logger.warning("checkpoint %r has no esper-slot digest (saved by an esper-slot before "
-                       "digests, or by plain torch.save): its tensors and records were not "
-                       "verified", where)
+        logger.warning(
+            "checkpoint %r has no esper-slot digest (saved by an esper-slot before "
+            "digests, or by plain torch.save): its tensors and records were not "
+            "verified",
+            where,
+        )
         return state
     try:
         integrity.verify(state, record, where)
     except CheckpointError:
         raise
     except Exception as err:  # e.g. a damaged tensor that cannot be read back
-        raise CheckpointError(f"cannot check {where!r} against its digest: "
-                              f"{type(err).__name__}: {err}") from err
+        raise CheckpointError(
+            f"cannot check {where!r} against its digest: {type(err).__name__}: {err}"
+        ) from err
     return state
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, strict: bool = True,
-                    map_location=None, from_wrapped: bool = False, verify: bool = True):
+def load_checkpoint(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    strict: bool = True,
+    map_location=None,
+    from_wrapped: bool = False,
+    verify: bool = True,
+):
     """read_checkpoint (which checks the file's digest unless ``verify=False``) + the atomic
     load_state_dict above: a file that is damaged, or does not fit the model, raises
     CheckpointError and the model is not changed."""
-    return load_state_dict(model, read_checkpoint(path, map_location, verify=verify),
-                           strict=strict, from_wrapped=from_wrapped)
+    return load_state_dict(
+        model,
+        read_checkpoint(path, map_location, verify=verify),
+        strict=strict,
+        from_wrapped=from_wrapped,
+    )

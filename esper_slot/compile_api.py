@@ -9,9 +9,14 @@ from .compiled import SlotCompiledModule
 from .regions import RegionCompiledModule, find_regions
 
 
-def compile(model: nn.Module, *, regions=None, stage_graphs: bool = True,
-            keep_structures: int = 2,
-            **torch_compile_kwargs) -> SlotCompiledModule | RegionCompiledModule:
+def compile(
+    model: nn.Module,
+    *,
+    regions=None,
+    stage_graphs: bool = True,
+    keep_structures: int = 2,
+    **torch_compile_kwargs,
+) -> SlotCompiledModule | RegionCompiledModule:
     """torch.compile(model, **torch_compile_kwargs) that survives any number of germinate/prune
     calls of any number of slots. Call the result like the model.
 
@@ -37,8 +42,11 @@ def compile(model: nn.Module, *, regions=None, stage_graphs: bool = True,
     """
     if not isinstance(model, nn.Module):
         raise ValueError(f"esper_slot.compile takes an nn.Module, got {type(model).__name__}")
-    if isinstance(keep_structures, bool) or not isinstance(keep_structures, int) or (
-            keep_structures < 1):
+    if (
+        isinstance(keep_structures, bool)
+        or not isinstance(keep_structures, int)
+        or (keep_structures < 1)
+    ):
         raise ValueError(f"keep_structures must be an int >= 1, got {keep_structures!r}")
     if "model" in torch_compile_kwargs:
         raise ValueError("pass the model as the first argument only")
@@ -46,5 +54,10 @@ def compile(model: nn.Module, *, regions=None, stage_graphs: bool = True,
         raise ValueError(f"stage_graphs must be True or False, got {stage_graphs!r}")
     if regions is None:
         return SlotCompiledModule(model, keep_structures, dict(torch_compile_kwargs))
-    return RegionCompiledModule(model, find_regions(model, regions), keep_structures,
-                                dict(torch_compile_kwargs), stage_graphs)
+    return RegionCompiledModule(
+        model,
+        find_regions(model, regions),
+        keep_structures,
+        dict(torch_compile_kwargs),
+        stage_graphs,
+    )

@@ -98,9 +98,11 @@ class _Structure:
         kwargs, config = _split_compile_kwargs(compile_kwargs)
         compiled = torch.compile(self.function, **kwargs)
         if config:
+
             def call(*args, **kw):
                 with torch._dynamo.config.patch(**config):
                     return compiled(*args, **kw)
+
             self.compiled: Callable[..., Any] = call
         else:
             self.compiled = compiled
@@ -162,8 +164,10 @@ class SlotCompiledModule(nn.Module):
     def structure_key(self) -> tuple:
         """Each slot's structure: its generation while it holds a seed, None while empty (so a
         slot pruned back to empty is the structure it had before germination)."""
-        return tuple((name, slot.generation if slot.has_seed else None)
-                     for name, slot in named_slots(self._orig_mod))
+        return tuple(
+            (name, slot.generation if slot.has_seed else None)
+            for name, slot in named_slots(self._orig_mod)
+        )
 
     def forward(self, *args, **kwargs):
         generation = structure_generation()
@@ -173,8 +177,9 @@ class SlotCompiledModule(nn.Module):
         current = self._current
         assert current is not None
         if current.full and not current.fits(self._orig_mod, args, kwargs):
-            raise CompileBudgetError(budget_message("the model's current slot structure",
-                                                    current.limit))
+            raise CompileBudgetError(
+                budget_message("the model's current slot structure", current.limit)
+            )
         before = compiled_graphs()
         out = current.compiled(self._orig_mod, *args, **kwargs)
         if compiled_graphs() != before:

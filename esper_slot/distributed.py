@@ -24,8 +24,18 @@ from .discovery import named_slots
 from .grad_flow import GradFlowStatus
 from .lifecycle import BlendMode, Stage
 
-FIELDS = ("stage", "blend_mode", "alpha_mode", "ramp_step", "ramp_steps", "isolate_gradients",
-          "prune_scheduled", "alpha_bits", "seed_structure", "gate_structure")
+FIELDS = (
+    "stage",
+    "blend_mode",
+    "alpha_mode",
+    "ramp_step",
+    "ramp_steps",
+    "isolate_gradients",
+    "prune_scheduled",
+    "alpha_bits",
+    "seed_structure",
+    "gate_structure",
+)
 _STAGES = list(Stage)
 _MODES = list(BlendMode)
 _ALPHA_MODES = list(MODES)
@@ -41,18 +51,27 @@ def structure_hash(module: nn.Module | None) -> int:
     if module is None:
         return 0
     parts = [f"{n}:{type(m).__name__}" for n, m in module.named_modules()]
-    parts += [f"{n}:{tuple(t.shape)}:{t.dtype}"
-              for n, t in list(module.named_parameters()) + list(module.named_buffers())]
+    parts += [
+        f"{n}:{tuple(t.shape)}:{t.dtype}"
+        for n, t in list(module.named_parameters()) + list(module.named_buffers())
+    ]
     return zlib.crc32("|".join(parts).encode())
 
 
 def slot_fingerprint(slot) -> list[int]:
-    alpha_bits = int(torch.tensor(float(slot.alpha), dtype=torch.float32)
-                     .view(torch.int32).item())
-    return [_STAGES.index(slot.stage), _MODES.index(slot.blend_mode),
-            _ALPHA_MODES.index(slot.alpha_mode), slot.schedule.steps_done,
-            slot.schedule.steps_total, int(slot.isolate_gradients), int(slot.prune_scheduled),
-            alpha_bits, structure_hash(slot.seed), structure_hash(slot.gate)]
+    alpha_bits = int(torch.tensor(float(slot.alpha), dtype=torch.float32).view(torch.int32).item())
+    return [
+        _STAGES.index(slot.stage),
+        _MODES.index(slot.blend_mode),
+        _ALPHA_MODES.index(slot.alpha_mode),
+        slot.schedule.steps_done,
+        slot.schedule.steps_total,
+        int(slot.isolate_gradients),
+        int(slot.prune_scheduled),
+        alpha_bits,
+        structure_hash(slot.seed),
+        structure_hash(slot.gate),
+    ]
 
 
 def _describe(field: str, value: int) -> str:
@@ -71,8 +90,11 @@ def _describe(field: str, value: int) -> str:
 
 def _device(group) -> torch.device:
     backend = dist.get_backend(group)
-    return torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else \
-        torch.device("cpu")
+    return (
+        torch.device("cuda", torch.cuda.current_device())
+        if backend == "nccl"
+        else torch.device("cpu")
+    )
 
 
 def _all_gather(values: list[int], group, timeout: float, what: str) -> list[list[int]]:
@@ -92,8 +114,9 @@ def _all_gather(values: list[int], group, timeout: float, what: str) -> list[lis
     return [t.tolist() for t in gathered]
 
 
-def check_lockstep(model: nn.Module, *, group=None, timeout: float = 60.0,
-                   what: str = "lifecycle") -> None:
+def check_lockstep(
+    model: nn.Module, *, group=None, timeout: float = 60.0, what: str = "lifecycle"
+) -> None:
     """Raise LockstepError on every rank unless all ranks hold the same slots in the same
     lifecycle state. Call on every rank after each transition (``what`` names it in errors)."""
     slots = named_slots(model, display=True)
@@ -102,8 +125,10 @@ def check_lockstep(model: nn.Module, *, group=None, timeout: float = 60.0,
     headers = _all_gather(header, group, timeout, what)
     if any(h != headers[0] for h in headers):
         detail = ", ".join(f"rank {r}: {h[0]} slots" for r, h in enumerate(headers))
-        raise LockstepError(f"ranks hold different slots at {what!r} ({detail}; or the same "
-                            f"number under different names): build the same model on every rank")
+        raise LockstepError(
+            f"ranks hold different slots at {what!r} ({detail}; or the same "
+            f"number under different names): build the same model on every rank"
+        )
     rows = _all_gather([v for _, s in slots for v in slot_fingerprint(s)], group, timeout, what)
     problems = []
     k = len(FIELDS)
@@ -117,11 +142,17 @@ def check_lockstep(model: nn.Module, *, group=None, timeout: float = 60.0,
         raise LockstepError(
             f"ranks are out of lockstep at {what!r}; every rank must make the same lifecycle "
             "calls in the same order (DDP would otherwise hang on mismatched gradient buckets):"
-            "\n  - " + "\n  - ".join(problems))
+            "\n  - " + "\n  - ".join(problems)
+        )
 
 
-def rewrap(ddp: nn.parallel.DistributedDataParallel, *, timeout: float = 60.0,
-           what: str = "rewrap", **ddp_kwargs) -> nn.parallel.DistributedDataParallel:
+def rewrap(
+    ddp: nn.parallel.DistributedDataParallel,
+    *,
+    timeout: float = 60.0,
+    what: str = "rewrap",
+    **ddp_kwargs,
+) -> nn.parallel.DistributedDataParallel:
     """After germinate or prune (which add or remove parameters), check lockstep and wrap the
     inner model in a new DDP: its reducer covers the new parameters, and construction broadcasts
     rank 0's parameters and buffers (the new seed's included) to every rank. Pass the same
@@ -131,24 +162,36 @@ def rewrap(ddp: nn.parallel.DistributedDataParallel, *, timeout: float = 60.0,
     return nn.parallel.DistributedDataParallel(module, **ddp_kwargs)
 
 
-def check_grad_flow_all_ranks(model: nn.Module, *, group=None,
-                              timeout: float = 60.0) -> dict[str, GradFlowStatus]:
+def check_grad_flow_all_ranks(
+    model: nn.Module, *, group=None, timeout: float = 60.0
+) -> dict[str, GradFlowStatus]:
     """Grad-flow status of every slot combined over all ranks, returned on every rank: a slot is
     ok only if it is ok on every rank, and the status names the ranks where it is blocked. The
     one warning per blocked episode is logged on rank 0. Collective: call it on every rank."""
     slots = named_slots(model, display=True)
-    rows = _all_gather([v for _, s in slots for v in s.grad_flow.counts.tolist()], group,
-                       timeout, "check_grad_flow_all_ranks")
+    rows = _all_gather(
+        [v for _, s in slots for v in s.grad_flow.counts.tolist()],
+        group,
+        timeout,
+        "check_grad_flow_all_ranks",
+    )
     rank = dist.get_rank(group)
     out = {}
     for i, (name, slot) in enumerate(slots):
-        per_rank = [row[3 * i:3 * i + 3] for row in rows]
+        per_rank = [row[3 * i : 3 * i + 3] for row in rows]
         blocked_ranks = [r for r, (_, _, last) in enumerate(per_rank) if last]
         label = name if not blocked_ranks else f"{name} (blocked on ranks {blocked_ranks})"
-        combined = [sum(p[0] for p in per_rank), sum(p[1] for p in per_rank),
-                    next((p[2] for p in per_rank if p[2]), 0)]
-        status = slot.grad_flow.status(label, slot.stage.name, slot.stage in
-                                       (Stage.TRAINING, Stage.BLENDING, Stage.FOSSILIZED),
-                                       counts=combined, log=rank == 0)
+        combined = [
+            sum(p[0] for p in per_rank),
+            sum(p[1] for p in per_rank),
+            next((p[2] for p in per_rank if p[2]), 0),
+        ]
+        status = slot.grad_flow.status(
+            label,
+            slot.stage.name,
+            slot.stage in (Stage.TRAINING, Stage.BLENDING, Stage.FOSSILIZED),
+            counts=combined,
+            log=rank == 0,
+        )
         out[name] = status
     return out

@@ -71,7 +71,8 @@ Subscriber = Callable[[LifecycleEvent], Any]
 
 # slot -> the hubs listening to it (weakly: a hub that is dropped stops listening)
 _HUBS: weakref.WeakKeyDictionary[nn.Module, list[weakref.ref[LifecycleEvents]]] = (
-    weakref.WeakKeyDictionary())
+    weakref.WeakKeyDictionary()
+)
 
 
 def emit(slot: nn.Module, kind: str, **fields: Any) -> None:
@@ -116,26 +117,42 @@ class LifecycleEvents:
         def unsubscribe() -> None:
             if subscriber in self._subscribers:
                 self._subscribers.remove(subscriber)
+
         return unsubscribe
 
     def _deliver(self, slot: nn.Module, kind: str, fields: dict) -> None:
-        event = LifecycleEvent(kind=kind, slot=self._names.get(slot, "?"), step=self.step,
-                               **fields)
+        event = LifecycleEvent(kind=kind, slot=self._names.get(slot, "?"), step=self.step, **fields)
         for subscriber in list(self._subscribers):
             try:
                 subscriber(event)
             except Exception:  # never let a subscriber break training
-                logger.exception("lifecycle event subscriber %r failed on %s of slot %r",
-                                 subscriber, kind, event.slot)
+                logger.exception(
+                    "lifecycle event subscriber %r failed on %s of slot %r",
+                    subscriber,
+                    kind,
+                    event.slot,
+                )
 
 
 def log_events(event: LifecycleEvent) -> None:
     """A subscriber that logs each event at INFO on the "esper_slot.events" logger."""
-    change = (f"{event.from_stage} -> {event.to_stage}" if event.to_stage is not None
-              else f"gate {event.gate.gate} for {event.gate.target}: "
-                   f"{'passed' if event.gate.passed else 'failed'} "
-                   f"{list(event.gate.checks_failed)}" if event.gate is not None else "")
+    change = (
+        f"{event.from_stage} -> {event.to_stage}"
+        if event.to_stage is not None
+        else f"gate {event.gate.gate} for {event.gate.target}: "
+        f"{'passed' if event.gate.passed else 'failed'} "
+        f"{list(event.gate.checks_failed)}"
+        if event.gate is not None
+        else ""
+    )
     extra = f" ({event.reason}, by {event.initiator})" if event.kind == "pruned" else ""
-    logger.info("slot %r %s: %s%s, alpha %.3f, epoch %d%s", event.slot, event.kind, change,
-                extra, event.alpha, event.epoch,
-                "" if event.step is None else f", step {event.step}")
+    logger.info(
+        "slot %r %s: %s%s, alpha %.3f, epoch %d%s",
+        event.slot,
+        event.kind,
+        change,
+        extra,
+        event.alpha,
+        event.epoch,
+        "" if event.step is None else f", step {event.step}",
+    )

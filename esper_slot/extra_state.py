@@ -50,8 +50,10 @@ def _json_dict(v) -> bool:
 # field -> (check, what it must be)
 FIELDS = {
     VERSION_KEY: (_is_int, "an int"),
-    "stage": (lambda v: isinstance(v, str) and v in Stage.__members__,
-              f"one of {list(Stage.__members__)}"),
+    "stage": (
+        lambda v: isinstance(v, str) and v in Stage.__members__,
+        f"one of {list(Stage.__members__)}",
+    ),
     "alpha": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "alpha_start": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     "alpha_target": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
@@ -61,19 +63,27 @@ FIELDS = {
     "alpha_steps_total": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "alpha_steps_done": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
     "prune_scheduled": (lambda v: isinstance(v, bool), "a bool (True or False)"),
-    "blend_mode": (lambda v: isinstance(v, str) and v in BlendMode.__members__,
-                   f"one of {list(BlendMode.__members__)}"),
-    "topology": (lambda v: isinstance(v, str) and v in TOPOLOGY_NAMES,
-                 f"one of {list(TOPOLOGY_NAMES)}"),
+    "blend_mode": (
+        lambda v: isinstance(v, str) and v in BlendMode.__members__,
+        f"one of {list(BlendMode.__members__)}",
+    ),
+    "topology": (
+        lambda v: isinstance(v, str) and v in TOPOLOGY_NAMES,
+        f"one of {list(TOPOLOGY_NAMES)}",
+    ),
     "channels": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
     "isolate_training": (lambda v: isinstance(v, bool), "a bool (True or False)"),
     "isolate_blending": (lambda v: isinstance(v, bool), "a bool (True or False)"),
-    "seed_factory": (lambda v: v is None or (isinstance(v, str) and v != ""),
-                     "a registered seed factory name or None"),
+    "seed_factory": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a registered seed factory name or None",
+    ),
     "seed_kwargs": (_json_dict, "a dict of JSON values"),
     "gate_kind": (lambda v: isinstance(v, str) and v in GATE_KINDS, f"one of {list(GATE_KINDS)}"),
-    "gate_factory": (lambda v: v is None or (isinstance(v, str) and v != ""),
-                     "a registered factory name or None"),
+    "gate_factory": (
+        lambda v: v is None or (isinstance(v, str) and v != ""),
+        "a registered factory name or None",
+    ),
     "gate_kwargs": (_json_dict, "a dict of JSON values"),
     "metrics": (lambda v: isinstance(v, dict), "a dict (the seed's metrics)"),
     "embargo_epochs": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
@@ -85,8 +95,9 @@ def describe(v) -> str:
     return (text[:60] + "...") if len(text) > 60 else text
 
 
-def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bool,
-                 has_gate: bool) -> list[str]:
+def check_record(
+    state, *, slot: str, channels: int, topology: str, has_seed: bool, has_gate: bool
+) -> list[str]:
     """Every problem with ``state`` as a checkpoint for this slot; [] when it can be applied."""
     from .registry import is_registered
 
@@ -94,17 +105,23 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         return [f"the record is a {type(state).__name__}, not a dict"]
     version = state.get(VERSION_KEY)
     if VERSION_KEY not in state:
-        return [f"missing field {VERSION_KEY!r}: not an esper-slot record of any known version "
-                "(an unversioned esper-lite record? upgrade it with "
-                "esper_slot.migrate_extra_state)"]
+        return [
+            f"missing field {VERSION_KEY!r}: not an esper-slot record of any known version "
+            "(an unversioned esper-lite record? upgrade it with "
+            "esper_slot.migrate_extra_state)"
+        ]
     if not isinstance(version, int) or not _is_int(version):
         return [f"field {VERSION_KEY!r} is {describe(version)}, must be an int"]
     if version > SCHEMA_VERSION:
-        return [f"schema version {version} is newer than this esper-slot reads "
-                f"({SCHEMA_VERSION}): upgrade esper-slot"]
+        return [
+            f"schema version {version} is newer than this esper-slot reads "
+            f"({SCHEMA_VERSION}): upgrade esper-slot"
+        ]
     if version < SCHEMA_VERSION:
-        return [f"schema version {version} is older than {SCHEMA_VERSION}: upgrade it with "
-                "esper_slot.migrate_extra_state"]
+        return [
+            f"schema version {version} is older than {SCHEMA_VERSION}: upgrade it with "
+            "esper_slot.migrate_extra_state"
+        ]
     problems = [f"missing field {name!r}" for name in FIELDS if name not in state]
     problems += [f"unknown field {name!r}" for name in state if name not in FIELDS]
     for name, (check, want) in FIELDS.items():
@@ -121,8 +138,9 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         if length == 0:
             problems.append(f"stage {stage.name} needs an embargo, but embargo_epochs is 0")
         elif done >= (length if stage == Stage.EMBARGOED else 1):
-            problems.append(f"stage {stage.name} after {done} epochs: the cooldown would have "
-                            "moved on")
+            problems.append(
+                f"stage {stage.name} after {done} epochs: the cooldown would have moved on"
+            )
     problems += _schedule_problems(state, stage)
     if state["topology"] != topology:
         problems.append(f"topology is {state['topology']!r} but the slot is {topology!r}")
@@ -130,31 +148,42 @@ def check_record(state, *, slot: str, channels: int, topology: str, has_seed: bo
         problems.append(f"channels is {state['channels']} but the slot has {channels}")
     if stage not in SEED_STAGES:
         if state["seed_factory"] is not None or state["gate_kind"] != "none":
-            problems.append(f"stage {stage.name} holds no seed, but seed_factory/gate_kind say "
-                            "otherwise")
+            problems.append(
+                f"stage {stage.name} holds no seed, but seed_factory/gate_kind say otherwise"
+            )
         return problems
     gate_mode = state["blend_mode"] == BlendMode.GATE.name
     if gate_mode != (state["gate_kind"] != "none"):
-        problems.append(f"blend_mode {state['blend_mode']} with gate_kind "
-                        f"{state['gate_kind']!r}: a gate exists exactly in GATE mode")
+        problems.append(
+            f"blend_mode {state['blend_mode']} with gate_kind "
+            f"{state['gate_kind']!r}: a gate exists exactly in GATE mode"
+        )
     if (state["gate_kind"] == "factory") != (state["gate_factory"] is not None):
         problems.append("gate_factory must name a factory exactly when gate_kind is 'factory'")
     if not has_seed:
         factory = state["seed_factory"]
         if factory is None:
-            problems.append(f"the slot is empty and the checkpoint's seed was not germinated "
-                            f"from a registered factory: germinate the same seed into slot "
-                            f"{slot!r} first, then load")
+            problems.append(
+                f"the slot is empty and the checkpoint's seed was not germinated "
+                f"from a registered factory: germinate the same seed into slot "
+                f"{slot!r} first, then load"
+            )
         elif not is_registered(factory, topology):
-            problems.append(f"seed factory {factory!r} is not registered: call "
-                            f"esper_slot.register_seed({factory!r}, factory) before loading")
+            problems.append(
+                f"seed factory {factory!r} is not registered: call "
+                f"esper_slot.register_seed({factory!r}, factory) before loading"
+            )
     needs_gate = not has_gate or not has_seed
     if needs_gate and state["gate_kind"] == "custom":
-        problems.append(f"the checkpoint's gate network was not built from a registered factory: "
-                        f"germinate the same seed and gate into slot {slot!r} first, then load")
+        problems.append(
+            f"the checkpoint's gate network was not built from a registered factory: "
+            f"germinate the same seed and gate into slot {slot!r} first, then load"
+        )
     if needs_gate and state["gate_kind"] == "factory" and not is_registered(state["gate_factory"]):
-        problems.append(f"gate factory {state['gate_factory']!r} is not registered: call "
-                        "esper_slot.register_seed before loading")
+        problems.append(
+            f"gate factory {state['gate_factory']!r} is not registered: call "
+            "esper_slot.register_seed before loading"
+        )
     return problems
 
 
@@ -168,24 +197,39 @@ def _schedule_problems(state: dict, stage: Stage) -> list[str]:
     if mode == "HOLD" and alpha != target:
         problems.append(f"alpha_mode HOLD with alpha {alpha} != alpha_target {target}")
     if mode == "UP" and not (start < target and start <= alpha <= target and done < total):
-        problems.append(f"alpha_mode UP needs alpha_start <= alpha <= alpha_target (start < "
-                        f"target) and steps left; got start {start}, alpha {alpha}, target "
-                        f"{target}, step {done} of {total}")
+        problems.append(
+            f"alpha_mode UP needs alpha_start <= alpha <= alpha_target (start < "
+            f"target) and steps left; got start {start}, alpha {alpha}, target "
+            f"{target}, step {done} of {total}"
+        )
     if mode == "DOWN" and not (target < start and target <= alpha <= start and done < total):
-        problems.append(f"alpha_mode DOWN needs alpha_target <= alpha <= alpha_start (target < "
-                        f"start) and steps left; got start {start}, alpha {alpha}, target "
-                        f"{target}, step {done} of {total}")
+        problems.append(
+            f"alpha_mode DOWN needs alpha_target <= alpha <= alpha_start (target < "
+            f"start) and steps left; got start {start}, alpha {alpha}, target "
+            f"{target}, step {done} of {total}"
+        )
     if stage == Stage.FOSSILIZED and (alpha, target, mode) != (1.0, 1.0, "HOLD"):
-        problems.append(f"stage FOSSILIZED needs alpha and alpha_target 1.0 at HOLD; got "
-                        f"{alpha}, {target} at {mode}")
+        problems.append(
+            f"stage FOSSILIZED needs alpha and alpha_target 1.0 at HOLD; got "
+            f"{alpha}, {target} at {mode}"
+        )
     if stage not in (Stage.BLENDING, Stage.FOSSILIZED) and (alpha, start, target, mode) != (
-            0.0, 0.0, 0.0, "HOLD"):
-        problems.append(f"stage {stage.name} needs alpha, alpha_start and alpha_target 0.0 at "
-                        f"HOLD; got {alpha}, {start}, {target} at {mode}")
-    if state["prune_scheduled"] and not (stage == Stage.BLENDING and mode == "DOWN"
-                                         and target == 0):
-        problems.append(f"prune_scheduled needs stage BLENDING ramping DOWN to 0; got "
-                        f"{stage.name}, {mode} to {target}")
+        0.0,
+        0.0,
+        0.0,
+        "HOLD",
+    ):
+        problems.append(
+            f"stage {stage.name} needs alpha, alpha_start and alpha_target 0.0 at "
+            f"HOLD; got {alpha}, {start}, {target} at {mode}"
+        )
+    if state["prune_scheduled"] and not (
+        stage == Stage.BLENDING and mode == "DOWN" and target == 0
+    ):
+        problems.append(
+            f"prune_scheduled needs stage BLENDING ramping DOWN to 0; got "
+            f"{stage.name}, {mode} to {target}"
+        )
     return problems
 
 

@@ -45,10 +45,25 @@ if TYPE_CHECKING:
     from .slot import SeedSlot
 
 # esper-lite's SeedStage names, in its order, and the gate of each gated target.
-ESPER_LITE_STAGES = ("UNKNOWN", "DORMANT", "GERMINATED", "TRAINING", "BLENDING", "HOLDING",
-                     "FOSSILIZED", "PRUNED", "EMBARGOED", "RESETTING")
-GATE_OF_TARGET = {"GERMINATED": "G0", "TRAINING": "G1", "BLENDING": "G2", "HOLDING": "G3",
-                  "FOSSILIZED": "G5"}
+ESPER_LITE_STAGES = (
+    "UNKNOWN",
+    "DORMANT",
+    "GERMINATED",
+    "TRAINING",
+    "BLENDING",
+    "HOLDING",
+    "FOSSILIZED",
+    "PRUNED",
+    "EMBARGOED",
+    "RESETTING",
+)
+GATE_OF_TARGET = {
+    "GERMINATED": "G0",
+    "TRAINING": "G1",
+    "BLENDING": "G2",
+    "HOLDING": "G3",
+    "FOSSILIZED": "G5",
+}
 ALPHA_MODES = ("HOLD", "UP", "DOWN")
 G3_ALPHA_EPS = 1e-6  # the literal tolerance in esper-lite's _check_g3
 # corrected=True: an accuracy difference within this of the threshold counts as reaching it
@@ -102,14 +117,20 @@ class GateInputs:
 
     def __post_init__(self):
         if self.stage not in ESPER_LITE_STAGES:
-            raise ValueError(f"stage must be one of esper-lite's stages {ESPER_LITE_STAGES}, "
-                             f"got {self.stage!r}")
+            raise ValueError(
+                f"stage must be one of esper-lite's stages {ESPER_LITE_STAGES}, got {self.stage!r}"
+            )
         if self.alpha_mode not in ALPHA_MODES:
             raise ValueError(f"alpha_mode must be one of {ALPHA_MODES}, got {self.alpha_mode!r}")
 
     @classmethod
-    def from_slot(cls, slot: SeedSlot, gradients: SlotGradientStats | None = None,
-                  healthy: bool = True, seed_id: str | None = None) -> GateInputs:
+    def from_slot(
+        cls,
+        slot: SeedSlot,
+        gradients: SlotGradientStats | None = None,
+        healthy: bool = True,
+        seed_id: str | None = None,
+    ) -> GateInputs:
         """esper-lite's view of ``slot``, with a copy of its ``metrics`` (so later updates do
         not change these inputs).
 
@@ -126,20 +147,32 @@ class GateInputs:
         if not isinstance(metrics, SeedMetrics):
             raise AttributeError(
                 f"{type(slot).__name__} has no SeedMetrics 'metrics' attribute (got "
-                f"{type(metrics).__name__}): the gates read the seed's metrics from it")
+                f"{type(metrics).__name__}): the gates read the seed's metrics from it"
+            )
         schedule = slot.schedule
         stage = slot.stage.name
-        if (slot.stage is Stage.BLENDING and not slot.prune_scheduled and schedule.mode == "HOLD"
-                and schedule.alpha == schedule.target == 1.0):
+        if (
+            slot.stage is Stage.BLENDING
+            and not slot.prune_scheduled
+            and schedule.mode == "HOLD"
+            and schedule.alpha == schedule.target == 1.0
+        ):
             stage = "HOLDING"
         if slot.seed_factory:
             blueprint = slot.seed_factory
         else:
             blueprint = type(slot.seed).__name__ if slot.seed is not None else ""
-        return cls(seed_id=slot.name if seed_id is None else seed_id, blueprint_id=blueprint,
-                   stage=stage, metrics=replace(metrics), gradients=gradients,
-                   alpha=schedule.alpha, alpha_target=schedule.target,
-                   alpha_mode=schedule.mode, healthy=healthy)
+        return cls(
+            seed_id=slot.name if seed_id is None else seed_id,
+            blueprint_id=blueprint,
+            stage=stage,
+            metrics=replace(metrics),
+            gradients=gradients,
+            alpha=schedule.alpha,
+            alpha_target=schedule.target,
+            alpha_mode=schedule.mode,
+            healthy=healthy,
+        )
 
 
 def target_name(target: str | Stage) -> str:
@@ -147,19 +180,23 @@ def target_name(target: str | Stage) -> str:
     if isinstance(target, Stage):
         return target.name
     if not isinstance(target, str):
-        raise TypeError(f"target must be a stage name or an esper_slot.Stage, got "
-                        f"{type(target).__name__}")
+        raise TypeError(
+            f"target must be a stage name or an esper_slot.Stage, got {type(target).__name__}"
+        )
     if target not in ESPER_LITE_STAGES:
-        raise ValueError(f"unknown stage {target!r}; esper-lite's stages: "
-                         f"{', '.join(ESPER_LITE_STAGES)}")
+        raise ValueError(
+            f"unknown stage {target!r}; esper-lite's stages: {', '.join(ESPER_LITE_STAGES)}"
+        )
     return target
 
 
 def _gate_of(target: str | Stage) -> tuple[str, str]:
     name = target_name(target)
     if name not in GATE_OF_TARGET:  # esper-lite's _get_gate_level message
-        raise ValueError(f"No gate defined for target stage {name}. "
-                         f"Valid gated stages: {', '.join(GATE_OF_TARGET)}")
+        raise ValueError(
+            f"No gate defined for target stage {name}. "
+            f"Valid gated stages: {', '.join(GATE_OF_TARGET)}"
+        )
     return name, GATE_OF_TARGET[name]
 
 
@@ -199,18 +236,30 @@ class QualityGates:
        pass (``global_improvement_0.50%``).
     """
 
-    def __init__(self, permissive: bool = False, *, min_training_improvement: float = 0.5,
-                 min_blending_epochs: int = 10, min_seed_gradient_ratio: float = 0.10,
-                 min_gradient_health_for_blending: float = 0.7,
-                 min_fossilize_contribution: float = 1.0, alpha_tolerance: float = G3_ALPHA_EPS,
-                 corrected: bool = False):
-        for name, value in (("min_training_improvement", min_training_improvement),
-                            ("min_seed_gradient_ratio", min_seed_gradient_ratio),
-                            ("min_gradient_health_for_blending", min_gradient_health_for_blending),
-                            ("min_fossilize_contribution", min_fossilize_contribution),
-                            ("alpha_tolerance", alpha_tolerance)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value)):
+    def __init__(
+        self,
+        permissive: bool = False,
+        *,
+        min_training_improvement: float = 0.5,
+        min_blending_epochs: int = 10,
+        min_seed_gradient_ratio: float = 0.10,
+        min_gradient_health_for_blending: float = 0.7,
+        min_fossilize_contribution: float = 1.0,
+        alpha_tolerance: float = G3_ALPHA_EPS,
+        corrected: bool = False,
+    ):
+        for name, value in (
+            ("min_training_improvement", min_training_improvement),
+            ("min_seed_gradient_ratio", min_seed_gradient_ratio),
+            ("min_gradient_health_for_blending", min_gradient_health_for_blending),
+            ("min_fossilize_contribution", min_fossilize_contribution),
+            ("alpha_tolerance", alpha_tolerance),
+        ):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value))
+            ):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
         if alpha_tolerance < 0:
             raise ValueError(f"alpha_tolerance must be >= 0, got {alpha_tolerance!r}")
@@ -226,20 +275,23 @@ class QualityGates:
         self.corrected = bool(corrected)
 
     def __repr__(self) -> str:
-        return (f"QualityGates(permissive={self.permissive}, corrected={self.corrected}, "
-                f"min_training_improvement={self.min_training_improvement}, "
-                f"min_blending_epochs={self.min_blending_epochs}, "
-                f"min_seed_gradient_ratio={self.min_seed_gradient_ratio}, "
-                f"min_gradient_health_for_blending={self.min_gradient_health_for_blending}, "
-                f"min_fossilize_contribution={self.min_fossilize_contribution}, "
-                f"alpha_tolerance={self.alpha_tolerance})")
+        return (
+            f"QualityGates(permissive={self.permissive}, corrected={self.corrected}, "
+            f"min_training_improvement={self.min_training_improvement}, "
+            f"min_blending_epochs={self.min_blending_epochs}, "
+            f"min_seed_gradient_ratio={self.min_seed_gradient_ratio}, "
+            f"min_gradient_health_for_blending={self.min_gradient_health_for_blending}, "
+            f"min_fossilize_contribution={self.min_fossilize_contribution}, "
+            f"alpha_tolerance={self.alpha_tolerance})"
+        )
 
     def check(self, inputs: GateInputs, target: str | Stage) -> GateResult:
         """The gate for entering ``target`` (esper-lite's stage name or a Stage member).
         ValueError for a stage without a gate, with esper-lite's message."""
         name, gate = _gate_of(target)
-        check = {"G0": self._g0, "G1": self._g1, "G2": self._g2, "G3": self._g3,
-                 "G5": self._g5}[gate]
+        check = {"G0": self._g0, "G1": self._g1, "G2": self._g2, "G3": self._g3, "G5": self._g5}[
+            gate
+        ]
         return check(inputs, name)
 
     # ---- the gates, each esper-lite's _check_gN ----
@@ -249,24 +301,38 @@ class QualityGates:
         bad: list[str] = []
         (ok if s.seed_id else bad).append("seed_id_present" if s.seed_id else "seed_id_missing")
         (ok if s.blueprint_id else bad).append(
-            "blueprint_id_present" if s.blueprint_id else "blueprint_id_missing")
+            "blueprint_id_present" if s.blueprint_id else "blueprint_id_missing"
+        )
         passed = not bad
-        return GateResult("G0", target, passed, tuple(ok), tuple(bad), 1.0 if passed else 0.0,
-                          "Germination gate" if passed else "Missing required fields")
+        return GateResult(
+            "G0",
+            target,
+            passed,
+            tuple(ok),
+            tuple(bad),
+            1.0 if passed else 0.0,
+            "Germination gate" if passed else "Missing required fields",
+        )
 
     def _g1(self, s: GateInputs, target: str) -> GateResult:
         passed = s.stage == "GERMINATED"
-        return GateResult("G1", target, passed, ("germinated",) if passed else (),
-                          () if passed else ("not_germinated",), 1.0 if passed else 0.0,
-                          "Ready for training" if passed else "Not germinated")
+        return GateResult(
+            "G1",
+            target,
+            passed,
+            ("germinated",) if passed else (),
+            () if passed else ("not_germinated",),
+            1.0 if passed else 0.0,
+            "Ready for training" if passed else "Not germinated",
+        )
 
     def _improvement_ok(self, improvement: float) -> bool:
         threshold = self.min_training_improvement
         if improvement >= threshold:
             return True
-        return self.corrected and math.isclose(improvement, threshold,
-                                               rel_tol=IMPROVEMENT_REL_TOL,
-                                               abs_tol=IMPROVEMENT_ABS_TOL)
+        return self.corrected and math.isclose(
+            improvement, threshold, rel_tol=IMPROVEMENT_REL_TOL, abs_tol=IMPROVEMENT_ABS_TOL
+        )
 
     def _g2(self, s: GateInputs, target: str) -> GateResult:
         ok: list[str] = []
@@ -295,8 +361,15 @@ class QualityGates:
                 else:
                     bad.append(f"gradient_health_low_{health:.2f}_need_{need:.2f}")
             passed = not bad
-            return GateResult("G2", target, passed, tuple(ok), tuple(bad), score,
-                              f"Permissive G2 Safety: {'PASS' if passed else 'FAIL'}")
+            return GateResult(
+                "G2",
+                target,
+                passed,
+                tuple(ok),
+                tuple(bad),
+                score,
+                f"Permissive G2 Safety: {'PASS' if passed else 'FAIL'}",
+            )
         if self._improvement_ok(improvement):
             ok.append(f"global_improvement_{improvement:.2f}%")
         else:
@@ -317,8 +390,9 @@ class QualityGates:
                 bad.append("exploding_gradients")
             else:
                 ok.append("no_exploding_gradients")
-        return GateResult("G2", target, not bad, tuple(ok), tuple(bad), score,
-                          f"Improvement: {improvement:.2f}%")
+        return GateResult(
+            "G2", target, not bad, tuple(ok), tuple(bad), score, f"Improvement: {improvement:.2f}%"
+        )
 
     def _g3(self, s: GateInputs, target: str) -> GateResult:
         ok: list[str] = []
@@ -331,11 +405,19 @@ class QualityGates:
         if s.alpha_mode == "HOLD" and abs(s.alpha - s.alpha_target) <= eps:
             ok.append("alpha_target_reached")
         else:
-            bad.append(f"alpha_not_at_target_{s.alpha:.2f}_target_{s.alpha_target:.2f}"
-                       f"_mode_{s.alpha_mode}")
+            bad.append(
+                f"alpha_not_at_target_{s.alpha:.2f}_target_{s.alpha_target:.2f}_mode_{s.alpha_mode}"
+            )
         if self.permissive:
-            return GateResult("G3", target, not bad, tuple(ok), tuple(bad), s.alpha,
-                              "Permissive G3: alpha completion only")
+            return GateResult(
+                "G3",
+                target,
+                not bad,
+                tuple(ok),
+                tuple(bad),
+                s.alpha,
+                "Permissive G3: alpha completion only",
+            )
         epochs = s.metrics.epochs_in_current_stage
         if epochs >= self.min_blending_epochs:
             ok.append("blending_complete")
@@ -352,8 +434,15 @@ class QualityGates:
         (ok if s.healthy else bad).append("healthy" if s.healthy else "unhealthy")
         score = min(1.0, contribution / 10.0) if contribution > 0 else 0.0
         if self.permissive:
-            return GateResult("G5", target, not bad, tuple(ok), tuple(bad), score,
-                              f"Permissive G5: {contribution:.2f}% contribution (no threshold)")
+            return GateResult(
+                "G5",
+                target,
+                not bad,
+                tuple(ok),
+                tuple(bad),
+                score,
+                f"Permissive G5: {contribution:.2f}% contribution (no threshold)",
+            )
         need = self.min_fossilize_contribution
         if contribution >= need:
             ok.append(f"sufficient_contribution_{contribution:.2f}%")
@@ -363,13 +452,23 @@ class QualityGates:
 
 
 # advance(): the esper-lite stage the seed must be in for each transition we can make.
-_ADVANCE_FROM = {"BLENDING": ("TRAINING",), "HOLDING": ("BLENDING", "HOLDING"),
-                 "FOSSILIZED": ("HOLDING",)}
+_ADVANCE_FROM = {
+    "BLENDING": ("TRAINING",),
+    "HOLDING": ("BLENDING", "HOLDING"),
+    "FOSSILIZED": ("HOLDING",),
+}
 
 
-def advance(slot: SeedSlot, target: str | Stage, gates: QualityGates, *,
-            gradients: SlotGradientStats | None = None, contribution: float | None = None,
-            healthy: bool = True, **transition_kwargs) -> GateResult:
+def advance(
+    slot: SeedSlot,
+    target: str | Stage,
+    gates: QualityGates,
+    *,
+    gradients: SlotGradientStats | None = None,
+    contribution: float | None = None,
+    healthy: bool = True,
+    **transition_kwargs,
+) -> GateResult:
     """Check the gate for ``slot`` entering ``target``, then make the transition if it passed,
     as esper-lite's ``SeedSlot.advance_stage`` does; returns the gate's result either way.
 
@@ -395,21 +494,31 @@ def advance(slot: SeedSlot, target: str | Stage, gates: QualityGates, *,
     if name not in _ADVANCE_FROM:
         raise ValueError(
             f"advance() makes the BLENDING, HOLDING and FOSSILIZED transitions, not {name}"
-            + (": our germinate() enters TRAINING directly; check G0/G1 with gates.check()"
-               if name in ("GERMINATED", "TRAINING") else
-               ": use prune() or schedule_prune()" if name == "PRUNED" else ""))
+            + (
+                ": our germinate() enters TRAINING directly; check G0/G1 with gates.check()"
+                if name in ("GERMINATED", "TRAINING")
+                else ": use prune() or schedule_prune()"
+                if name == "PRUNED"
+                else ""
+            )
+        )
     if transition_kwargs and name != "BLENDING":
-        raise TypeError(f"advance() to {name} takes no transition arguments, got "
-                        f"{sorted(transition_kwargs)}")
+        raise TypeError(
+            f"advance() to {name} takes no transition arguments, got {sorted(transition_kwargs)}"
+        )
     if not slot.has_seed:
         return GateResult("G0", name, False, (), ("no_active_seed",))
     inputs = GateInputs.from_slot(slot, gradients=gradients, healthy=healthy)
     if contribution is not None:
-        if isinstance(contribution, bool) or not isinstance(contribution, (int, float)) or not (
-                math.isfinite(contribution)):
+        if (
+            isinstance(contribution, bool)
+            or not isinstance(contribution, (int, float))
+            or not (math.isfinite(contribution))
+        ):
             raise ValueError(f"contribution must be a finite number, got {contribution!r}")
-        inputs = replace(inputs, metrics=replace(inputs.metrics,
-                                                 counterfactual_contribution=contribution))
+        inputs = replace(
+            inputs, metrics=replace(inputs.metrics, counterfactual_contribution=contribution)
+        )
     result = gates.check(inputs, name)
     slot.emit_gate_result(result)  # a "gate_evaluated" event, before any transition
     if not result.passed:

@@ -36,13 +36,18 @@ def check_grad_flow(model: nn.Module) -> dict[str, GradFlowStatus]:
         by_device.setdefault(slot.grad_flow.counts.device, []).append(i)
     counts: list = [None] * len(slots)
     for indices in by_device.values():
-        stacked = torch.stack([
-            torch.cat([slots[i][1].grad_flow.counts, slots[i][1].seed_output.count])
-            for i in indices]).tolist()
+        stacked = torch.stack(
+            [
+                torch.cat([slots[i][1].grad_flow.counts, slots[i][1].seed_output.count])
+                for i in indices
+            ]
+        ).tolist()
         for i, row in zip(indices, stacked):
             counts[i] = row
-    return {name: slot.check_grad_flow(name=name, _counts=row)
-            for (name, slot), row in zip(slots, counts)}
+    return {
+        name: slot.check_grad_flow(name=name, _counts=row)
+        for (name, slot), row in zip(slots, counts)
+    }
 
 
 class GradFlowMonitor:

@@ -79,7 +79,7 @@ def _tensor_blocks(t: torch.Tensor) -> Iterator[torch.Tensor]:
     else:
         row = max(1, t[0].numel() * t.element_size())
         rows = max(1, _BLOCK // row)
-        pieces = (t[i:i + rows].cpu().contiguous() for i in range(0, t.shape[0], rows))
+        pieces = (t[i : i + rows].cpu().contiguous() for i in range(0, t.shape[0], rows))
     for piece in pieces:
         if sys.byteorder == "big" and _swap_unit(piece) > 1:
             unit = _swap_unit(piece)
@@ -176,8 +176,9 @@ def _tensor_bytes(value: Any) -> int:
     return 0
 
 
-def digest_values(values: list[Any], algorithm: str = ALGORITHM,
-                  workers: int | None = None) -> list[str]:
+def digest_values(
+    values: list[Any], algorithm: str = ALGORITHM, workers: int | None = None
+) -> list[str]:
     """The hex digest of each value, hashed on up to ``workers`` threads (default: the CPUs;
     one thread below 8 MiB of tensors)."""
     if workers is None:
@@ -198,8 +199,9 @@ def _metadata_of(state: Mapping) -> dict:
     return {k: v for k, v in meta.items() if k != DIGEST_KEY}
 
 
-def with_digest(state: Mapping, algorithm: str = ALGORITHM,
-                workers: int | None = None) -> OrderedDict:
+def with_digest(
+    state: Mapping, algorithm: str = ALGORITHM, workers: int | None = None
+) -> OrderedDict:
     """A shallow copy of ``state`` (the same tensors) whose ``_metadata`` carries the digest of
     every entry. ``state`` and its ``_metadata`` are not changed."""
     keys = list(state)
@@ -228,19 +230,26 @@ def pop_digest(state: Mapping, where: str) -> dict | None:
     if not isinstance(record, dict):
         problem = f"it is a {type(record).__name__}, not a dict"
     elif record.get("format") != FORMAT:
-        problem = (f"its format is {record.get('format')!r}; this esper-slot reads format "
-                   f"{FORMAT} (a newer esper-slot wrote it?)")
+        problem = (
+            f"its format is {record.get('format')!r}; this esper-slot reads format "
+            f"{FORMAT} (a newer esper-slot wrote it?)"
+        )
     elif record.get("algorithm") not in ALGORITHMS:
-        problem = (f"its hash {record.get('algorithm')!r} is not one of {list(ALGORITHMS)} "
-                   "(a newer esper-slot wrote it?)")
+        problem = (
+            f"its hash {record.get('algorithm')!r} is not one of {list(ALGORITHMS)} "
+            "(a newer esper-slot wrote it?)"
+        )
     elif not isinstance(record.get("entries"), dict) or not all(
-            isinstance(d, str) for d in record["entries"].values()):
+        isinstance(d, str) for d in record["entries"].values()
+    ):
         problem = "its entries are not a dict of hex digests"
     elif not isinstance(record.get("metadata"), str):
         problem = "its metadata digest is not a str"
     if problem:
-        raise CheckpointError(f"checkpoint {where!r} is damaged: its esper-slot digest is "
-                              f"malformed ({problem}); nothing was loaded")
+        raise CheckpointError(
+            f"checkpoint {where!r} is damaged: its esper-slot digest is "
+            f"malformed ({problem}); nothing was loaded"
+        )
     return record
 
 
@@ -265,7 +274,8 @@ def verify(state: Mapping, record: dict, where: str, workers: int | None = None)
         raise CheckpointError(
             f"checkpoint {where!r} is damaged: {damaged[0]}{more}; nothing was loaded. (A file "
             "changed on purpose with torch.save keeps its old digest: load it with "
-            "verify=False, or save it again with esper_slot.save_checkpoint.)")
+            "verify=False, or save it again with esper_slot.save_checkpoint.)"
+        )
 
 
 def check_pickle_crc(file: str | os.PathLike | IO[bytes]) -> None:
@@ -287,9 +297,10 @@ def check_pickle_crc(file: str | os.PathLike | IO[bytes]) -> None:
         try:
             archive = zipfile.ZipFile(file)
         except zipfile.BadZipFile as err:
-            raise zipfile.BadZipFile(f"it starts as a zip archive but has no readable end "
-                                     f"(truncated, or its central directory is damaged): {err}"
-                                     ) from err
+            raise zipfile.BadZipFile(
+                f"it starts as a zip archive but has no readable end "
+                f"(truncated, or its central directory is damaged): {err}"
+            ) from err
         with archive:
             names = [n for n in archive.namelist() if n.rpartition("/")[2] == "data.pkl"]
             if len(names) != 1:

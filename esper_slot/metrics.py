@@ -26,11 +26,20 @@ import math
 from dataclasses import dataclass, fields
 
 # the record's keys, in order: every field below
-_FLOAT = ("initial_accuracy", "current_accuracy", "best_accuracy", "accuracy_at_stage_start",
-          "accuracy_at_blending_start", "contribution_velocity")
+_FLOAT = (
+    "initial_accuracy",
+    "current_accuracy",
+    "best_accuracy",
+    "accuracy_at_stage_start",
+    "accuracy_at_blending_start",
+    "contribution_velocity",
+)
 _INT = ("epochs_total", "epochs_in_current_stage")
-_OPTIONAL_FLOAT = ("counterfactual_contribution", "previous_contribution",
-                   "seed_gradient_norm_ratio")
+_OPTIONAL_FLOAT = (
+    "counterfactual_contribution",
+    "previous_contribution",
+    "seed_gradient_norm_ratio",
+)
 _BOOL = ("blending_started",)
 
 
@@ -79,8 +88,11 @@ class SeedMetrics:
     def blending_delta(self) -> float:
         """Accuracy change since BLENDING began (0.0 before it did); host drift included, so
         not a causal measure (that is counterfactual_contribution)."""
-        return self.current_accuracy - self.accuracy_at_blending_start if (
-            self.blending_started) else 0.0
+        return (
+            self.current_accuracy - self.accuracy_at_blending_start
+            if (self.blending_started)
+            else 0.0
+        )
 
     # ---- updates ----
 
@@ -97,8 +109,9 @@ class SeedMetrics:
     def record_contribution(self, contribution: float) -> None:
         contribution = _finite(contribution, "contribution")
         if self.previous_contribution is not None:
-            self.contribution_velocity = (0.7 * self.contribution_velocity
-                                          + 0.3 * (contribution - self.previous_contribution))
+            self.contribution_velocity = 0.7 * self.contribution_velocity + 0.3 * (
+                contribution - self.previous_contribution
+            )
         self.previous_contribution = contribution
         self.counterfactual_contribution = contribution
 
@@ -138,12 +151,25 @@ def record_problems(record) -> list[str]:
         if name not in record:
             continue
         v = record[name]
-        ok = (_is_number(v) if name in _FLOAT else
-              (isinstance(v, int) and not isinstance(v, bool) and v >= 0) if name in _INT else
-              (v is None or _is_number(v)) if name in _OPTIONAL_FLOAT else isinstance(v, bool))
+        ok = (
+            _is_number(v)
+            if name in _FLOAT
+            else (isinstance(v, int) and not isinstance(v, bool) and v >= 0)
+            if name in _INT
+            else (v is None or _is_number(v))
+            if name in _OPTIONAL_FLOAT
+            else isinstance(v, bool)
+        )
         if not ok:
-            want = ("a finite number" if name in _FLOAT else "an int >= 0" if name in _INT else
-                    "a finite number or None" if name in _OPTIONAL_FLOAT else "a bool")
+            want = (
+                "a finite number"
+                if name in _FLOAT
+                else "an int >= 0"
+                if name in _INT
+                else "a finite number or None"
+                if name in _OPTIONAL_FLOAT
+                else "a bool"
+            )
             problems.append(f"metrics: field {name!r} is {v!r}, must be {want}")
     return problems
 

@@ -73,8 +73,11 @@ def _cpu_norms(grads: list[Tensor]) -> Tensor:
     in their own dtype would round) through the chunked scaled form."""
     plain_idx = [i for i, g in enumerate(grads) if g.dtype == torch.float32 and g.numel()]
     values = [0.0] * len(grads)
-    redo = [i for i, g in enumerate(grads) if g.dtype not in (torch.float32, torch.float64)
-            and g.numel()]
+    redo = [
+        i
+        for i, g in enumerate(grads)
+        if g.dtype not in (torch.float32, torch.float64) and g.numel()
+    ]
     if plain_idx:
         plain = torch.stack(torch._foreach_norm([grads[i] for i in plain_idx])).tolist()
         low, high = PLAIN_RANGE
@@ -115,10 +118,13 @@ def _chunked_norms(grads: list[Tensor]) -> Tensor:
     sums = []
     for g, scale in zip(grads, inv.unbind()):
         flat = _flat_view(g)
-        parts = [torch.linalg.vector_norm(flat[i:i + CHUNK].float() * scale.to(g.device))
-                 for i in range(0, flat.numel(), CHUNK)]
-        sums.append(torch.linalg.vector_norm(torch.stack(parts)).to(device) if parts
-                    else peak.new_zeros(()))
+        parts = [
+            torch.linalg.vector_norm(flat[i : i + CHUNK].float() * scale.to(g.device))
+            for i in range(0, flat.numel(), CHUNK)
+        ]
+        sums.append(
+            torch.linalg.vector_norm(torch.stack(parts)).to(device) if parts else peak.new_zeros(())
+        )
     scaled = torch.stack(sums) / inv
     result = torch.where(usable, scaled, peak)
     for i, g in enumerate(grads):  # float64 gradients: their own norm, no scaling needed

@@ -38,15 +38,24 @@ class OptimizerUpkeep:
     LifecycleEvents hub to listen to (else one is made for ``model``).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module, *,
-                 events: LifecycleEvents | None = None, **group_settings: Any):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        model: nn.Module,
+        *,
+        events: LifecycleEvents | None = None,
+        **group_settings: Any,
+    ):
         if not isinstance(optimizer, torch.optim.Optimizer):
-            raise ValueError(f"optimizer must be a torch.optim.Optimizer, got "
-                             f"{type(optimizer).__name__}")
+            raise ValueError(
+                f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}"
+            )
         unknown = sorted(set(group_settings) - set(optimizer.defaults))
         if unknown:
-            raise ValueError(f"{type(optimizer).__name__} param groups take no {unknown}; "
-                             f"they take {sorted(optimizer.defaults)}")
+            raise ValueError(
+                f"{type(optimizer).__name__} param groups take no {unknown}; "
+                f"they take {sorted(optimizer.defaults)}"
+            )
         self.optimizer = optimizer
         self.settings = dict(group_settings)
         self._slots = dict(named_slots(model, display=True))
@@ -85,8 +94,7 @@ class OptimizerUpkeep:
         group = self._groups.pop(name, None)
         if group is None:
             return
-        self.optimizer.param_groups[:] = [g for g in self.optimizer.param_groups
-                                          if g is not group]
+        self.optimizer.param_groups[:] = [g for g in self.optimizer.param_groups if g is not group]
         for p in group["params"]:
             self.optimizer.state.pop(p, None)
 

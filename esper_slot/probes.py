@@ -55,7 +55,6 @@ class GradFlowStatus:
     seed_output_non_finite: int = 0
 
 
-
 class GradFlowProbe(nn.Module):
     """Buffers and logic of one slot's grad-flow status. Its buffers are not saved in
     state_dicts: they describe this run, not the model."""
@@ -92,8 +91,9 @@ class GradFlowProbe(nn.Module):
             self.counts.zero_()
         self._warned = False
 
-    def status(self, slot: str, stage: str, expected: bool, counts=None,
-               log: bool = True) -> GradFlowStatus:
+    def status(
+        self, slot: str, stage: str, expected: bool, counts=None, log: bool = True
+    ) -> GradFlowStatus:
         """Read the buffers (one sync, or none when ``counts`` were read in a batch), update the
         episode and log its one warning (when ``log``: e.g. only on rank 0)."""
         passes, blocked, last = self.counts.tolist() if counts is None else counts
@@ -110,10 +110,21 @@ class GradFlowProbe(nn.Module):
                     "%s. Fix the cause (e.g. set requires_grad=True on the seed's parameters, or "
                     "run training forwards with grad enabled); this warning repeats only if flow "
                     "is blocked again after recovering.",
-                    slot, stage, blocked, passes, "; ".join(causes),
+                    slot,
+                    stage,
+                    blocked,
+                    passes,
+                    "; ".join(causes),
                 )
-        return GradFlowStatus(ok=ok, expected=expected, blocked_steps=blocked,
-                              forward_passes=passes, slot=slot, stage=stage, causes=causes)
+        return GradFlowStatus(
+            ok=ok,
+            expected=expected,
+            blocked_steps=blocked,
+            forward_passes=passes,
+            slot=slot,
+            stage=stage,
+            causes=causes,
+        )
 
 
 class SeedOutputProbe(nn.Module):
@@ -171,7 +182,10 @@ class SeedOutputProbe(nn.Module):
                     "all since germination). In TRAINING the host output hides it; blending "
                     "would pass it on. Check the seed (initialisation, learning rate, a division "
                     "or log inside it); this warning repeats only after clean passes.",
-                    slot, count - self._reported, count)
+                    slot,
+                    count - self._reported,
+                    count,
+                )
             self._warned = True
         elif passes > self._passes:  # passes ran since the last check, all of them clean
             self._warned = False

@@ -68,8 +68,10 @@ def region_signature(module: nn.Module, stage_graphs: bool) -> tuple:
     (with ``stage_graphs``, its stage's too). Regions with equal signatures normally trace to
     the same graph; Dynamo's guards decide."""
     modules = tuple((name, type(m)) for name, m in module.named_modules())
-    tensors = tuple((name, tuple(t.shape), t.dtype)
-                    for name, t in (*module.named_parameters(), *module.named_buffers()))
+    tensors = tuple(
+        (name, tuple(t.shape), t.dtype)
+        for name, t in (*module.named_parameters(), *module.named_buffers())
+    )
     slots = tuple((name, s.compile_structure(stage_graphs)) for name, s in named_slots(module))
     return (type(module), modules, tensors, slots)
 
@@ -112,8 +114,14 @@ class RegionCompiledModule(nn.Module):
     made so far (one per distinct region structure); ``structures_evicted``: unused ones dropped.
     """
 
-    def __init__(self, model: nn.Module, regions: list[tuple[str, nn.Module]],
-                 keep_structures: int, compile_kwargs: dict, stage_graphs: bool):
+    def __init__(
+        self,
+        model: nn.Module,
+        regions: list[tuple[str, nn.Module]],
+        keep_structures: int,
+        compile_kwargs: dict,
+        stage_graphs: bool,
+    ):
         super().__init__()
         self._orig_mod = model
         self._compile_kwargs = compile_kwargs
@@ -170,7 +178,7 @@ class RegionCompiledModule(nn.Module):
                 region.structure = self._structure(region.key)
         in_use = {r.key for r in self._regions}
         unused = [k for k in self._structures if k not in in_use]
-        for key in unused[:max(0, len(unused) - self._keep)]:  # oldest first
+        for key in unused[: max(0, len(unused) - self._keep)]:  # oldest first
             self._structures.pop(key).evict()
             self.structures_evicted += 1
             logger.debug("evicted the compiled graphs of region structure %s", key)
@@ -190,8 +198,11 @@ class RegionCompiledModule(nn.Module):
         structure = region.structure
         assert structure is not None
         if not region.private and structure.compiled_for - {region.name}:
-            logger.info("region %s needs graphs of its own (regions of its signature share "
-                        "none): it gets its own compiled function", region.name)
+            logger.info(
+                "region %s needs graphs of its own (regions of its signature share "
+                "none): it gets its own compiled function",
+                region.name,
+            )
             region.private = True
             region.structure = self._structure(region.key)
             return region.structure
@@ -206,36 +217,51 @@ def find_regions(model: nn.Module, regions) -> list[tuple[str, nn.Module]]:
     if isinstance(regions, type) or (isinstance(regions, tuple) and regions):
         classes = regions if isinstance(regions, tuple) else (regions,)
         if not all(isinstance(c, type) and issubclass(c, nn.Module) for c in classes):
-            raise ValueError(f"regions must be an nn.Module subclass, a tuple of them, or a "
-                             f"list of module instances, got {regions!r}")
-        found = [(name, m) for name, m in model.named_modules()
-                 if isinstance(m, classes) and named_slots(m)]
+            raise ValueError(
+                f"regions must be an nn.Module subclass, a tuple of them, or a "
+                f"list of module instances, got {regions!r}"
+            )
+        found = [
+            (name, m)
+            for name, m in model.named_modules()
+            if isinstance(m, classes) and named_slots(m)
+        ]
         found = [(n, m) for n, m in found if not _inside_another(n, [o for o, _ in found])]
         if not found:
-            raise ValueError(f"regions={_describe(classes)}: no instance in the model holds a "
-                             "SeedSlot; pass the class of the blocks that contain the slots")
+            raise ValueError(
+                f"regions={_describe(classes)}: no instance in the model holds a "
+                "SeedSlot; pass the class of the blocks that contain the slots"
+            )
     elif isinstance(regions, (list, tuple)) and regions:
         found = []
         for module in regions:
             if not isinstance(module, nn.Module) or id(module) not in names:
-                raise ValueError(f"regions: {type(module).__name__} object is not a submodule "
-                                 "of the model; list module instances taken from the model")
+                raise ValueError(
+                    f"regions: {type(module).__name__} object is not a submodule "
+                    "of the model; list module instances taken from the model"
+                )
             found.append((names[id(module)], module))
         if len({id(m) for _, m in found}) != len(found):
             raise ValueError("regions: a module is listed twice")
         for name, _ in found:
             if _inside_another(name, [n for n, _ in found]):
-                raise ValueError(f"regions: {name or '<root>'!r} lies inside another listed "
-                                 "region; regions must not nest")
+                raise ValueError(
+                    f"regions: {name or '<root>'!r} lies inside another listed "
+                    "region; regions must not nest"
+                )
     else:
-        raise ValueError(f"regions must be an nn.Module subclass, a tuple of them, or a "
-                         f"non-empty list of module instances, got {regions!r}")
+        raise ValueError(
+            f"regions must be an nn.Module subclass, a tuple of them, or a "
+            f"non-empty list of module instances, got {regions!r}"
+        )
     covered = [n for n, _ in found]
-    outside = [name for name, _ in named_slots(model) if not _inside_another(name, covered,
-                                                                              strict=False)]
+    outside = [
+        name for name, _ in named_slots(model) if not _inside_another(name, covered, strict=False)
+    ]
     if outside:
-        logger.warning("esper_slot.compile: slots outside every region run eagerly: %s",
-                       ", ".join(outside))
+        logger.warning(
+            "esper_slot.compile: slots outside every region run eagerly: %s", ", ".join(outside)
+        )
     return found
 
 

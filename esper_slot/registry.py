@@ -33,8 +33,10 @@ def register_seed(name: str, factory: Callable[..., nn.Module]) -> Callable[...,
     if not callable(factory):
         raise ValueError(f"factory for {name!r} must be callable, got {type(factory).__name__}")
     if is_blueprint_name(name):
-        raise ValueError(f"{name!r} is the name of a built-in blueprint (esper-lite's); "
-                         "register your factory under another name")
+        raise ValueError(
+            f"{name!r} is the name of a built-in blueprint (esper-lite's); "
+            "register your factory under another name"
+        )
     _FACTORIES[name] = factory
     return factory
 
@@ -57,33 +59,44 @@ def check_kwargs(kwargs, what: str) -> dict:
     except (TypeError, ValueError):
         same = False
     if not same:
-        raise ValueError(f"{what} must hold only JSON values (str, int, float, bool, None, "
-                         f"lists and dicts of them), got {kwargs!r}")
+        raise ValueError(
+            f"{what} must hold only JSON values (str, int, float, bool, None, "
+            f"lists and dicts of them), got {kwargs!r}"
+        )
     return dict(kwargs)
 
 
-def build(name: str, kwargs: dict, topology: str | None = None,
-          channels: int | None = None) -> nn.Module:
+def build(
+    name: str, kwargs: dict, topology: str | None = None, channels: int | None = None
+) -> nn.Module:
     """``factory(**kwargs)``, or for a blueprint of ``topology``
     ``blueprint(channels, **kwargs)``; any failure is a ValueError naming it and the kwargs."""
     if name in _FACTORIES:
         factory: Callable[..., nn.Module] = _FACTORIES[name]
         what = f"seed factory {name!r}"
     elif topology is not None and is_blueprint(topology, name):
+
         def factory(**kw):
             return build_blueprint(topology, name, channels, kw)
+
         what = f"{topology} blueprint {name!r}"
     else:
-        where = (f"; {topology} blueprints: {list(blueprint_names(topology))}"
-                 if topology is not None else "")
-        raise ValueError(f"no seed factory is registered as {name!r} (registered: "
-                         f"{list(registered_seeds())}{where}); call esper_slot.register_seed "
-                         "first")
+        where = (
+            f"; {topology} blueprints: {list(blueprint_names(topology))}"
+            if topology is not None
+            else ""
+        )
+        raise ValueError(
+            f"no seed factory is registered as {name!r} (registered: "
+            f"{list(registered_seeds())}{where}); call esper_slot.register_seed "
+            "first"
+        )
     try:
         module = factory(**kwargs)
     except Exception as err:  # a factory's own error, e.g. kwargs it does not take
-        raise ValueError(f"{what} failed with kwargs {kwargs!r}: "
-                         f"{type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"{what} failed with kwargs {kwargs!r}: {type(err).__name__}: {err}"
+        ) from err
     if not isinstance(module, nn.Module):
         raise ValueError(f"{what} returned {type(module).__name__}, not an nn.Module")
     return module

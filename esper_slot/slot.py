@@ -40,7 +40,8 @@ if not hasattr(kernels, "blend_add"):  # pragma: no cover - exercised in a subpr
         f"the top-level package 'kernels' found at {getattr(kernels, '__file__', None)} is not "
         "esper-slot's: another distribution with the same import name (e.g. Hugging Face's "
         "'kernels' on PyPI) overwrote or shadows it. esper-slot cannot share an environment "
-        "with it: use a separate virtual environment, then reinstall esper-slot there.")
+        "with it: use a separate virtual environment, then reinstall esper-slot there."
+    )
 
 from . import registry
 from .alpha import CURVES, DEFAULT_STEEPNESS, AlphaSchedule, check_ramp_args
@@ -98,8 +99,13 @@ class _ZeroGradients(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        return (grad, *(torch.zeros(shape, dtype=dtype, device=device)
-                        for shape, dtype, device in ctx.shapes))
+        return (
+            grad,
+            *(
+                torch.zeros(shape, dtype=dtype, device=device)
+                for shape, dtype, device in ctx.shapes
+            ),
+        )
 
 
 class SeedSlot(nn.Module):
@@ -151,8 +157,9 @@ class SeedSlot(nn.Module):
         elif isinstance(embargo, int) and embargo >= 0:
             embargo_epochs = embargo
         else:
-            raise ValueError(f"embargo must be True, False or an int >= 0 (epochs), got "
-                             f"{embargo!r}")
+            raise ValueError(
+                f"embargo must be True, False or an int >= 0 (epochs), got {embargo!r}"
+            )
         self.channels = channels
         self.topology = topology
         self.embargo_epochs = embargo_epochs  # 0: no cooldown after a prune
@@ -227,7 +234,7 @@ class SeedSlot(nn.Module):
 
     @property
     def alpha_mode(self) -> str:
-        """"HOLD" (no ramp running), "UP" or "DOWN"."""
+        """ "HOLD" (no ramp running), "UP" or "DOWN"."""
         return self.schedule.mode
 
     def forward(self, host: Tensor) -> Tensor:
@@ -253,8 +260,10 @@ class SeedSlot(nn.Module):
         if self.training:
             self.grad_flow.record(seed, seed_module)
             if self.check_seed_output:
-                if not torch.compiler.is_compiling() and \
-                        kernels.active_backend(host.device) == "triton":
+                if (
+                    not torch.compiler.is_compiling()
+                    and kernels.active_backend(host.device) == "triton"
+                ):
                     probe = torch.zeros(1, dtype=torch.int32, device=host.device)
                 else:
                     self.seed_output.record(seed)
@@ -278,12 +287,14 @@ class SeedSlot(nn.Module):
             out = kernels.blend_add(host, seed, alpha, incubate=flag, nonfinite=probe)
         elif mode == "MULTIPLY":
             if isolation == "detach":  # host is read once
-                out = kernels.blend_multiply_detached(host, seed, alpha, incubate=flag,
-                                                      nonfinite=probe)
+                out = kernels.blend_multiply_detached(
+                    host, seed, alpha, incubate=flag, nonfinite=probe
+                )
             else:
                 seed_in = host if isolation == "none" else seed_input
-                out = kernels.blend_multiply(host, seed, alpha, seed_in, incubate=flag,
-                                             nonfinite=probe)
+                out = kernels.blend_multiply(
+                    host, seed, alpha, seed_in, incubate=flag, nonfinite=probe
+                )
         else:
             gate_module = self.gate
             assert gate_module is not None  # a GATE slot always has one
@@ -351,8 +362,11 @@ class SeedSlot(nn.Module):
         down. (The seed's own modules are part of the region's signature.)"""
         if not self._seeded:
             return (False,)
-        stage = ((self._incubating_stage, self.isolate_gradients, self.prune_scheduled)
-                 if stage_graphs else ())
+        stage = (
+            (self._incubating_stage, self.isolate_gradients, self.prune_scheduled)
+            if stage_graphs
+            else ()
+        )
         return (True, self._blend, self._isolation, *stage)
 
     @contextmanager
@@ -366,23 +380,31 @@ class SeedSlot(nn.Module):
         A number override is tensor data: overriding any subset of slots, one at a time or
         together, shares one graph; a per-sample override compiles one per slot using it."""
         if self._override != "none":
-            raise LifecycleError(f"{self._label()}: alpha is already overridden; leave that "
-                                 "block first (overrides do not nest)")
+            raise LifecycleError(
+                f"{self._label()}: alpha is already overridden; leave that "
+                "block first (overrides do not nest)"
+            )
         if isinstance(value, Tensor):
-            if (value.dim() != 1 or not value.is_floating_point() or value.numel() == 0
-                    or value.device != self.alpha.device):
+            if (
+                value.dim() != 1
+                or not value.is_floating_point()
+                or value.numel() == 0
+                or value.device != self.alpha.device
+            ):
                 raise ValueError(
                     f"a per-sample alpha override must be a 1-D floating tensor [B] on "
                     f"{self.alpha.device}, got dtype {value.dtype}, shape {list(value.shape)} "
-                    f"on {value.device}")
+                    f"on {value.device}"
+                )
             if not bool(((value >= 0) & (value <= 1)).all()):
                 raise ValueError("a per-sample alpha override must hold values in [0, 1]")
             kind, values = "per_sample", value.detach().to(self.alpha.dtype)
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
             kind, values = "scalar", torch.tensor(float(value), dtype=self.alpha.dtype)
         else:
-            raise ValueError(f"alpha override must be a number in [0, 1] or a [B] tensor, got "
-                             f"{value!r}")
+            raise ValueError(
+                f"alpha override must be a number in [0, 1] or a [B] tensor, got {value!r}"
+            )
         # In place (compiled graphs read the new values; replacing a buffer would invalidate
         # them): only a per-sample override of a new batch size gets a new buffer.
         name = "alpha_override" if kind == "scalar" else "alpha_override_per_sample"
@@ -439,38 +461,45 @@ class SeedSlot(nn.Module):
         self._refuse_during_cooldown()
         require_stage("germinate", self.stage, self._label())
         if not isinstance(seed, (nn.Module, str)):
-            raise ValueError(f"seed must be an nn.Module or a registered factory name, got "
-                             f"{type(seed).__name__}")
+            raise ValueError(
+                f"seed must be an nn.Module or a registered factory name, got {type(seed).__name__}"
+            )
         if not isinstance(blend, BlendMode):
             raise ValueError(f"blend must be a BlendMode, got {blend!r}")
         if gate is not None and blend != BlendMode.GATE:
             raise ValueError(f"a gate network is only used with BlendMode.GATE, not {blend.name}")
         if gate is not None and not isinstance(gate, (nn.Module, str)):
-            raise ValueError(f"gate must be an nn.Module or a registered factory name, got "
-                             f"{type(gate).__name__}")
+            raise ValueError(
+                f"gate must be an nn.Module or a registered factory name, got {type(gate).__name__}"
+            )
         if isolate_gradients is not None and not isinstance(isolate_gradients, bool):
-            raise ValueError(f"isolate_gradients must be True, False or None, got "
-                             f"{isolate_gradients!r}")
+            raise ValueError(
+                f"isolate_gradients must be True, False or None, got {isolate_gradients!r}"
+            )
         seed_kwargs = registry.check_kwargs(seed_kwargs or {}, "seed_kwargs")
         gate_kwargs = registry.check_kwargs(gate_kwargs or {}, "gate_kwargs")
         seed_factory = seed if isinstance(seed, str) else None
         gate_factory = gate if isinstance(gate, str) else None
         if isinstance(seed, str):
             seed = registry.build(seed, seed_kwargs, self.topology, self.channels)
-            if blend == BlendMode.MULTIPLY and is_blueprint(self.topology,
-                                                                       seed_factory or ""):
+            if blend == BlendMode.MULTIPLY and is_blueprint(self.topology, seed_factory or ""):
                 # esper-lite's rule for MULTIPLY: the blueprint's last affine layer starts at 0
                 zero_init_final_layer(seed, allow_missing=True)
         gate_kind = "none"
         gate_module: nn.Module | None = None  # a gate is only given with BlendMode.GATE
         if blend == BlendMode.GATE:
             gate_kind = "factory" if gate_factory else "custom" if gate is not None else "default"
-            gate_module = (registry.build(gate, gate_kwargs) if isinstance(gate, str)
-                           else DefaultGate(self.channels, self.topology) if gate is None
-                           else gate)
+            gate_module = (
+                registry.build(gate, gate_kwargs)
+                if isinstance(gate, str)
+                else DefaultGate(self.channels, self.topology)
+                if gate is None
+                else gate
+            )
         device = self.alpha.device
-        self._install(seed.to(device), gate_module.to(device) if gate_module is not None
-                      else None, blend)
+        self._install(
+            seed.to(device), gate_module.to(device) if gate_module is not None else None, blend
+        )
         self.seed_factory, self.seed_kwargs = seed_factory, seed_kwargs if seed_factory else {}
         self.gate_kind, self.gate_factory = gate_kind, gate_factory
         self.gate_kwargs = gate_kwargs if gate_factory else {}
@@ -485,9 +514,14 @@ class SeedSlot(nn.Module):
         self._enter(Stage.TRAINING)
         self._emit("germinated", previous)
 
-    def start_blending(self, steps: int, curve: str = "linear",
-                       steepness: float = DEFAULT_STEEPNESS, target: float = 1.0,
-                       isolate_gradients: bool | None = None) -> None:
+    def start_blending(
+        self,
+        steps: int,
+        curve: str = "linear",
+        steepness: float = DEFAULT_STEEPNESS,
+        target: float = 1.0,
+        isolate_gradients: bool | None = None,
+    ) -> None:
         """Enter BLENDING with alpha = 0 and ramp it to ``target`` over ``steps`` calls of
         step() (steps = 0: at once), on ``curve`` ("linear", "cosine" or "sigmoid", whose
         ``steepness`` is the logistic's slope), exactly as esper-lite's AlphaController.
@@ -498,19 +532,22 @@ class SeedSlot(nn.Module):
         require_stage("start_blending", self.stage, self._label())
         check_ramp_args(target, steps, curve, steepness)
         if isolate_gradients is not None and not isinstance(isolate_gradients, bool):
-            raise ValueError(f"isolate_gradients must be True, False or None, got "
-                             f"{isolate_gradients!r}")
+            raise ValueError(
+                f"isolate_gradients must be True, False or None, got {isolate_gradients!r}"
+            )
         schedule = AlphaSchedule()
         schedule.retarget(target, steps, curve, steepness)
         self.schedule = schedule
-        self.isolate_blending = (TOPOLOGIES[self.topology] if isolate_gradients is None
-                                 else isolate_gradients)
+        self.isolate_blending = (
+            TOPOLOGIES[self.topology] if isolate_gradients is None else isolate_gradients
+        )
         self._update_isolation()
         self._set_alpha(schedule.alpha)
         self._change_stage(Stage.BLENDING)
 
-    def retarget(self, target: float, steps: int, curve: str | None = None,
-                 steepness: float | None = None) -> None:
+    def retarget(
+        self, target: float, steps: int, curve: str | None = None, steepness: float | None = None
+    ) -> None:
         """Ramp from the current alpha to ``target`` over ``steps`` calls of step(); curve and
         steepness default to the last ramp's. Only when the ramp has finished (HOLD)."""
         require_stage("retarget", self.stage, self._label())
@@ -520,7 +557,8 @@ class SeedSlot(nn.Module):
                 f"{self._label()}.retarget() needs the ramp to have finished (alpha mode HOLD), "
                 f"but it is {self.schedule.mode} at step {self.schedule.steps_done} of "
                 f"{self.schedule.steps_total} (alpha {self.schedule.alpha:.6g}): call step() "
-                "until alpha_mode is 'HOLD', or set_alpha()")
+                "until alpha_mode is 'HOLD', or set_alpha()"
+            )
         self.schedule.retarget(target, steps, curve, steepness)
         self._set_alpha(self.schedule.alpha)
 
@@ -544,8 +582,9 @@ class SeedSlot(nn.Module):
         self.schedule.hold(float(value))
         self._set_alpha(self.schedule.alpha)
 
-    def schedule_prune(self, steps: int, curve: str = "linear", *,
-                       reason: str | None = None) -> None:
+    def schedule_prune(
+        self, steps: int, curve: str = "linear", *, reason: str | None = None
+    ) -> None:
         """Ramp alpha down to 0 over ``steps`` calls of step(), then prune (stage PRUNED, output
         == host) on the step that reaches 0; steps = 0 or alpha already 0 prunes now. Works at
         any alpha, mid-ramp included. While it ramps down the seed's parameters get zero
@@ -577,14 +616,17 @@ class SeedSlot(nn.Module):
                 f"{self._label()}.fossilize() needs alpha 1.0 at HOLD, but alpha is "
                 f"{schedule.alpha:.6g} with mode {schedule.mode} (step {schedule.steps_done} of "
                 f"{schedule.steps_total}{', a prune scheduled' if self.prune_scheduled else ''})"
-                ": ramp to 1.0 and step() until alpha_mode is 'HOLD', or set_alpha(1.0)")
+                ": ramp to 1.0 and step() until alpha_mode is 'HOLD', or set_alpha(1.0)"
+            )
         self._change_stage(Stage.FOSSILIZED)
         self._emit("fossilized", Stage.BLENDING)
 
     def _refuse_if_pruning(self, action: str) -> None:
         if self.prune_scheduled:
-            raise LifecycleError(f"{self._label()}.{action}(): a prune is scheduled (alpha "
-                                 f"{self.schedule.alpha:.6g}, ramping down); it ends in prune()")
+            raise LifecycleError(
+                f"{self._label()}.{action}(): a prune is scheduled (alpha "
+                f"{self.schedule.alpha:.6g}, ramping down); it ends in prune()"
+            )
 
     def prune(self, *, reason: str | None = None, initiator: str = "user") -> None:
         """Remove the seed (and gate): the slot returns host unchanged again. ``reason`` and
@@ -599,8 +641,14 @@ class SeedSlot(nn.Module):
         self._prune_reason = None
         previous = self.stage
         self._change_stage(Stage.PRUNED, alpha=alpha, blueprint=blueprint)
-        self._emit("pruned", previous, alpha=alpha, blueprint=blueprint,
-                   reason=reason or "user", initiator=initiator)
+        self._emit(
+            "pruned",
+            previous,
+            alpha=alpha,
+            blueprint=blueprint,
+            reason=reason or "user",
+            initiator=initiator,
+        )
 
     # ---- metrics, epochs and the embargo ----
 
@@ -615,8 +663,10 @@ class SeedSlot(nn.Module):
         """Record a counterfactual contribution (accuracy minus accuracy with this slot's alpha
         forced to 0, see esper_slot.ablated) and update its trend."""
         if self.stage not in SEED_STAGES:
-            raise LifecycleError(f"{self._label()}.record_contribution(): the slot holds no seed "
-                                 f"(stage {self.stage.name})")
+            raise LifecycleError(
+                f"{self._label()}.record_contribution(): the slot holds no seed "
+                f"(stage {self.stage.name})"
+            )
         self.metrics.record_contribution(contribution)
 
     def record_gradients(self, stats) -> None:
@@ -661,10 +711,12 @@ class SeedSlot(nn.Module):
                 f"{self._label()}.germinate(): the slot is {self.stage.name}, in the embargo "
                 f"after its prune ({self.embargo_epochs} epochs EMBARGOED, then "
                 f"{RESETTING_EPOCHS} RESETTING): {left} more step_epoch() call(s) before it can "
-                "germinate again")
+                "germinate again"
+            )
 
-    def _change_stage(self, stage: Stage, alpha: float | None = None,
-                      blueprint: str | None = None) -> None:
+    def _change_stage(
+        self, stage: Stage, alpha: float | None = None, blueprint: str | None = None
+    ) -> None:
         """A stage change by a lifecycle call: the stage, the metrics' stage baseline, and the
         "stage_changed" event."""
         previous = self.stage
@@ -678,16 +730,29 @@ class SeedSlot(nn.Module):
         (esper_slot.gates.advance calls it): a "gate_evaluated" event from the current stage."""
         self._emit("gate_evaluated", self.stage, gate=result, to_stage=None)
 
-    def _emit(self, kind: str, previous: Stage | None, *, alpha: float | None = None,
-              blueprint: str | None = None, to_stage: str | None = "", **fields) -> None:
+    def _emit(
+        self,
+        kind: str,
+        previous: Stage | None,
+        *,
+        alpha: float | None = None,
+        blueprint: str | None = None,
+        to_stage: str | None = "",
+        **fields,
+    ) -> None:
         metrics = self.metrics
-        emit(self, kind, from_stage=None if previous is None else previous.name,
-             to_stage=self.stage.name if to_stage == "" else to_stage,
-             alpha=self.schedule.alpha if alpha is None else alpha,
-             epoch=metrics.epochs_total,
-             blueprint=blueprint if blueprint is not None else self.seed_factory,
-             improvement=metrics.total_improvement,
-             contribution=metrics.counterfactual_contribution, **fields)
+        emit(
+            self,
+            kind,
+            from_stage=None if previous is None else previous.name,
+            to_stage=self.stage.name if to_stage == "" else to_stage,
+            alpha=self.schedule.alpha if alpha is None else alpha,
+            epoch=metrics.epochs_total,
+            blueprint=blueprint if blueprint is not None else self.seed_factory,
+            improvement=metrics.total_improvement,
+            contribution=metrics.counterfactual_contribution,
+            **fields,
+        )
 
     def _reset_schedule(self) -> None:
         self.schedule = AlphaSchedule()
@@ -702,8 +767,13 @@ class SeedSlot(nn.Module):
         """Set forward's isolation structure from the two stages' settings; a change is a new
         structure (a new graph): only an isolate_gradients at start_blending that turns a
         uniform setting into a mixed one or back costs one."""
-        kind = ("detach" if self.isolate_training and self.isolate_blending else
-                "none" if not (self.isolate_training or self.isolate_blending) else "gated")
+        kind = (
+            "detach"
+            if self.isolate_training and self.isolate_blending
+            else "none"
+            if not (self.isolate_training or self.isolate_blending)
+            else "gated"
+        )
         if kind != self._isolation:
             self._isolation = kind
             if self._seeded:
@@ -723,11 +793,13 @@ class SeedSlot(nn.Module):
         self._incubating_stage = stage == Stage.TRAINING
         structure = self.compile_structure()
         if structure != self._structure_seen:  # regional stage graphs change: tell the
-            self._structure_seen = structure    # wrappers (not `generation`: whole-model
-            _next_generation()                  # graphs stay as they are)
-        for flag, value in ((self.incubating, stage == Stage.TRAINING),
-                            (self.isolating, self.isolate_gradients),
-                            (self.seed_frozen, self.prune_scheduled)):
+            self._structure_seen = structure  # wrappers (not `generation`: whole-model
+            _next_generation()  # graphs stay as they are)
+        for flag, value in (
+            (self.incubating, stage == Stage.TRAINING),
+            (self.isolating, self.isolate_gradients),
+            (self.seed_frozen, self.prune_scheduled),
+        ):
             if bool(flag) != value:  # only on change: a fill bumps the version autograd checks
                 with torch.no_grad():
                     flag.fill_(value)
@@ -761,31 +833,45 @@ class SeedSlot(nn.Module):
 
     def check_record(self, state) -> list[str]:
         """Every problem with ``state`` as this slot's record ([] when it can be applied)."""
-        return check_record(state, slot=self._label(), channels=self.channels,
-                            topology=self.topology, has_seed=self.seed is not None,
-                            has_gate=self.gate is not None)
+        return check_record(
+            state,
+            slot=self._label(),
+            channels=self.channels,
+            topology=self.topology,
+            has_seed=self.seed is not None,
+            has_gate=self.gate is not None,
+        )
 
     def set_extra_state(self, state) -> None:
         """Validate the whole record, then apply it. A bad record raises CheckpointError naming
         every problem, and the slot is left exactly as it was."""
-        raise_if(self.check_record(state), self._label(),
-                 state.get(VERSION_KEY) if isinstance(state, dict) else None)
+        raise_if(
+            self.check_record(state),
+            self._label(),
+            state.get(VERSION_KEY) if isinstance(state, dict) else None,
+        )
         stage = Stage[state["stage"]]
         blend = BlendMode[state["blend_mode"]]
         seed, gate = self.seed, self.gate
         if stage in SEED_STAGES:  # build what is missing before changing anything
             try:
                 if seed is None:
-                    seed = self._rebuilt(registry.build(
-                        state["seed_factory"], state["seed_kwargs"], self.topology,
-                        self.channels))
+                    seed = self._rebuilt(
+                        registry.build(
+                            state["seed_factory"],
+                            state["seed_kwargs"],
+                            self.topology,
+                            self.channels,
+                        )
+                    )
                 if state["gate_kind"] == "none":
                     gate = None
                 elif gate is None or self.seed is None:
                     gate = self._rebuilt(
                         DefaultGate(self.channels, self.topology)
                         if state["gate_kind"] == "default"
-                        else registry.build(state["gate_factory"], state["gate_kwargs"]))
+                        else registry.build(state["gate_factory"], state["gate_kwargs"])
+                    )
             except ValueError as err:
                 raise_if([str(err)], self._label(), state[VERSION_KEY])
         else:
@@ -813,8 +899,11 @@ class SeedSlot(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A seed rebuilt during this load takes the dtype its saved parameters have.
         self._rebuild_dtype = next(
-            (v.dtype for k, v in state_dict.items()
-             if k.startswith(prefix + "seed.") and torch.is_tensor(v) and v.is_floating_point()),
+            (
+                v.dtype
+                for k, v in state_dict.items()
+                if k.startswith(prefix + "seed.") and torch.is_tensor(v) and v.is_floating_point()
+            ),
             None,
         )
         try:
@@ -830,8 +919,11 @@ class SeedSlot(nn.Module):
         if name:
             self.name = name
         expected = self.stage in SEED_STAGES
-        counts = _counts if _counts is not None else torch.cat(
-            [self.grad_flow.counts, self.seed_output.count]).tolist()
+        counts = (
+            _counts
+            if _counts is not None
+            else torch.cat([self.grad_flow.counts, self.seed_output.count]).tolist()
+        )
         status = self.grad_flow.status(self._label(), self.stage.name, expected, counts[:3])
         bad = self.seed_output.check(self._label(), counts[3], counts[0])
         return dataclasses.replace(status, seed_output_non_finite=bad)
@@ -840,5 +932,7 @@ class SeedSlot(nn.Module):
         return self.name or f"SeedSlot({self.channels}, {self.topology!r})"
 
     def extra_repr(self) -> str:
-        return (f"channels={self.channels}, topology={self.topology!r}, stage={self.stage.name}, "
-                f"blend={self.blend_mode.name}, isolate_gradients={self.isolate_gradients}")
+        return (
+            f"channels={self.channels}, topology={self.topology!r}, stage={self.stage.name}, "
+            f"blend={self.blend_mode.name}, isolate_gradients={self.isolate_gradients}"
+        )

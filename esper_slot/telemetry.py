@@ -92,10 +92,16 @@ def esper_lite_ratio(seed_norm: float, n_seed: int, host_norm: float, n_host: in
     return (seed_norm / math.sqrt(n_seed)) / (host_norm / math.sqrt(n_host) + RATIO_EPS)
 
 
-def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
-                 gate_grads: list[list[Tensor]], host_grads: list[Tensor],
-                 seed_ids: list[Tensor], take: Tensor | None,
-                 vanishing: float, exploding: float) -> None:
+def collect_step(
+    state: dict[str, Tensor],
+    seed_grads: list[list[Tensor]],
+    gate_grads: list[list[Tensor]],
+    host_grads: list[Tensor],
+    seed_ids: list[Tensor],
+    take: Tensor | None,
+    vanishing: float,
+    exploding: float,
+) -> None:
     """One collected step, in place on ``state``'s tensors (see GradientTelemetry). Pure tensor
     ops: safe inside torch.compile(fullgraph=True). ``take`` (bool [1]) keeps the old values
     where False (``every`` inside a compiled step); None takes the step."""
@@ -113,30 +119,46 @@ def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
         gate = tensor_norms(gate_list, device).to(device)
         seed_finite, gate_finite = torch.isfinite(seed), torch.isfinite(gate)
         row_scale, row_ssq = [], []
-        for column, pair in ((SEED, norm_pair(torch.where(seed_finite, seed, 0.0))),
-                             (GATE, norm_pair(torch.where(gate_finite, gate, 0.0))),
-                             (HOST, host_pair)):
+        for column, pair in (
+            (SEED, norm_pair(torch.where(seed_finite, seed, 0.0))),
+            (GATE, norm_pair(torch.where(gate_finite, gate, 0.0))),
+            (HOST, host_pair),
+        ):
             s, q = combine_pairs(old_scale[column], old_ssq[column], *pair)
             row_scale.append(s)
             row_ssq.append(q)
-        step_counts = torch.stack([
-            torch.ones((), dtype=torch.int64, device=device),
-            (seed_finite & (seed < vanishing)).sum(),
-            ((seed > exploding) | ~seed_finite).sum(),
-            (~seed_finite).sum() + (~gate_finite).sum(),
-            torch.full((), len(seed_list), dtype=torch.int64, device=device),
-        ])
+        step_counts = torch.stack(
+            [
+                torch.ones((), dtype=torch.int64, device=device),
+                (seed_finite & (seed < vanishing)).sum(),
+                ((seed > exploding) | ~seed_finite).sum(),
+                (~seed_finite).sum() + (~gate_finite).sum(),
+                torch.full((), len(seed_list), dtype=torch.int64, device=device),
+            ]
+        )
         scales.append(torch.stack(row_scale))
         ssqs.append(torch.stack(row_ssq))
         counts.append(old_counts + step_counts)
     # Filled on the device (a host-to-device copy of a Python list would synchronise).
     host_numel = sum(g.numel() for g in host_grads)
-    numel = torch.stack([
-        torch.stack([torch.full((), n, dtype=torch.int64, device=device)
-                     for n in (sum(g.numel() for g in s), sum(g.numel() for g in q), host_numel)])
-        for s, q in zip(seed_grads, gate_grads)])
-    new = {"scale": torch.stack(scales), "ssq": torch.stack(ssqs), "counts": torch.stack(counts),
-           "numel": numel, "seen": ids}
+    numel = torch.stack(
+        [
+            torch.stack(
+                [
+                    torch.full((), n, dtype=torch.int64, device=device)
+                    for n in (sum(g.numel() for g in s), sum(g.numel() for g in q), host_numel)
+                ]
+            )
+            for s, q in zip(seed_grads, gate_grads)
+        ]
+    )
+    new = {
+        "scale": torch.stack(scales),
+        "ssq": torch.stack(ssqs),
+        "counts": torch.stack(counts),
+        "numel": numel,
+        "seen": ids,
+    }
     with torch.no_grad():
         for key, value in new.items():
             if take is not None:
@@ -144,23 +166,32 @@ def collect_step(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
             state[key].copy_(value)
 
 
-def collect_step_cpu(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
-                     gate_grads: list[list[Tensor]], host_grads: list[Tensor],
-                     seed_ids: list[Tensor], vanishing: float, exploding: float) -> None:
+def collect_step_cpu(
+    state: dict[str, Tensor],
+    seed_grads: list[list[Tensor]],
+    gate_grads: list[list[Tensor]],
+    host_grads: list[Tensor],
+    seed_ids: list[Tensor],
+    vanishing: float,
+    exploding: float,
+) -> None:
     """collect_step for CPU tensors, eagerly: reading is free on a CPU, so the per-tensor norms
     come back as numbers (tensor_norms) and the few dozen tiny tensor ops of the accumulation
     become Python arithmetic in float64; each pair is stored back as (sqrt(total), 1), which
     stands for the same total. One read of the state, one write per accumulator."""
     sizes = [len(g) for g in seed_grads] + [len(g) for g in gate_grads] + [len(host_grads)]
-    flat = [g for group in seed_grads for g in group] + [
-        g for group in gate_grads for g in group] + list(host_grads)
+    flat = (
+        [g for group in seed_grads for g in group]
+        + [g for group in gate_grads for g in group]
+        + list(host_grads)
+    )
     norms = tensor_norms(flat).tolist() if flat else []
     groups, start = [], 0
     for size in sizes:
-        groups.append(norms[start:start + size])
+        groups.append(norms[start : start + size])
         start += size
     n = len(seed_grads)
-    seeds, gates, host = groups[:n], groups[n:2 * n], groups[2 * n]
+    seeds, gates, host = groups[:n], groups[n : 2 * n], groups[2 * n]
     host_total = sum(v * v for v in host if math.isfinite(v))
     scale, ssq = state["scale"].tolist(), state["ssq"].tolist()
     counts, seen = state["counts"].tolist(), state["seen"].tolist()
@@ -168,25 +199,36 @@ def collect_step_cpu(state: dict[str, Tensor], seed_grads: list[list[Tensor]],
     for i in range(n):
         if ids[i] != seen[i]:  # the slot's seed changed since the last collected step
             scale[i], ssq[i], counts[i] = [0.0] * 3, [0.0] * 3, [0] * 5
-        step = [sum(v * v for v in seeds[i] if math.isfinite(v)),
-                sum(v * v for v in gates[i] if math.isfinite(v)), host_total]
+        step = [
+            sum(v * v for v in seeds[i] if math.isfinite(v)),
+            sum(v * v for v in gates[i] if math.isfinite(v)),
+            host_total,
+        ]
         for k in range(3):
             total = scale[i][k] ** 2 * ssq[i][k] + step[k]
             scale[i][k], ssq[i][k] = (math.sqrt(total), 1.0) if total > 0 else (0.0, 0.0)
         finite = [math.isfinite(v) for v in seeds[i]]
-        counts[i] = [counts[i][STEPS] + 1,
-                     counts[i][VANISHING] + sum(f and v < vanishing
-                                                for v, f in zip(seeds[i], finite)),
-                     counts[i][EXPLODING] + sum(not f or v > exploding
-                                                for v, f in zip(seeds[i], finite)),
-                     counts[i][NON_FINITE] + finite.count(False)
-                     + sum(not math.isfinite(v) for v in gates[i]),
-                     counts[i][SEED_TENSORS] + len(seeds[i])]
-    numel = [[sum(g.numel() for g in s), sum(g.numel() for g in q),
-              sum(g.numel() for g in host_grads)] for s, q in zip(seed_grads, gate_grads)]
+        counts[i] = [
+            counts[i][STEPS] + 1,
+            counts[i][VANISHING] + sum(f and v < vanishing for v, f in zip(seeds[i], finite)),
+            counts[i][EXPLODING] + sum(not f or v > exploding for v, f in zip(seeds[i], finite)),
+            counts[i][NON_FINITE]
+            + finite.count(False)
+            + sum(not math.isfinite(v) for v in gates[i]),
+            counts[i][SEED_TENSORS] + len(seeds[i]),
+        ]
+    numel = [
+        [sum(g.numel() for g in s), sum(g.numel() for g in q), sum(g.numel() for g in host_grads)]
+        for s, q in zip(seed_grads, gate_grads)
+    ]
     with torch.no_grad():
-        for key, value in (("scale", scale), ("ssq", ssq), ("counts", counts),
-                           ("numel", numel), ("seen", ids)):
+        for key, value in (
+            ("scale", scale),
+            ("ssq", ssq),
+            ("counts", counts),
+            ("numel", numel),
+            ("seen", ids),
+        ):
             state[key].copy_(torch.tensor(value, dtype=state[key].dtype))
 
 
@@ -226,14 +268,23 @@ class GradientTelemetry:
     step; read() returns every slot of the model, seeded or not.
     """
 
-    def __init__(self, model: nn.Module, host_params=None, every: int = 1,
-                 vanishing: float = DEFAULT_VANISHING, exploding: float = DEFAULT_EXPLODING,
-                 compile: bool | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        host_params=None,
+        every: int = 1,
+        vanishing: float = DEFAULT_VANISHING,
+        exploding: float = DEFAULT_EXPLODING,
+        compile: bool | None = None,
+    ):
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive int, got {every!r}")
         for name, value in (("vanishing", vanishing), ("exploding", exploding)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value >= 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value >= 0)
+            ):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
         if vanishing >= exploding:
             raise ValueError(f"vanishing ({vanishing}) must be below exploding ({exploding})")
@@ -246,7 +297,8 @@ class GradientTelemetry:
             raise ValueError(f"compile must be True, False or None, got {compile!r}")
         self._host_params = None if host_params is None else list(host_params)
         if self._host_params is not None and not all(
-                isinstance(p, Tensor) for p in self._host_params):
+            isinstance(p, Tensor) for p in self._host_params
+        ):
             raise ValueError("host_params must be an iterable of parameters (tensors)")
         device = next((b.device for _, s in self.slots for b in s.buffers()), torch.device("cpu"))
         n = len(self.slots)
@@ -273,10 +325,12 @@ class GradientTelemetry:
         if compiling or key != self._cache_key or self._groups is None:
             seeds: list[list[Tensor]] = [
                 list(slot.seed.parameters()) if slot.seed is not None else []
-                for _, slot in self.slots]
+                for _, slot in self.slots
+            ]
             gates: list[list[Tensor]] = [
                 list(slot.gate.parameters()) if slot.gate is not None else []
-                for _, slot in self.slots]
+                for _, slot in self.slots
+            ]
             if self._host_params is not None:
                 host = self._host_params
             else:
@@ -302,19 +356,24 @@ class GradientTelemetry:
             if self._eager_calls % self.every:
                 return
         seeds, gates, host = self._param_groups(compiling)
-        args = (self.state,
-                [[p.grad for p in group if p.grad is not None] for group in seeds],
-                [[p.grad for p in group if p.grad is not None] for group in gates],
-                [p.grad for p in host if p.grad is not None],
-                [slot.seed_output.seed_id for _, slot in self.slots],
-                take, self.vanishing, self.exploding)
+        args = (
+            self.state,
+            [[p.grad for p in group if p.grad is not None] for group in seeds],
+            [[p.grad for p in group if p.grad is not None] for group in gates],
+            [p.grad for p in host if p.grad is not None],
+            [slot.seed_output.seed_id for _, slot in self.slots],
+            take,
+            self.vanishing,
+            self.exploding,
+        )
         if compiling or (not self.compile and self.state["scale"].is_cuda):
             collect_step(*args)
         elif not self.compile:
             collect_step_cpu(*args[:5], self.vanishing, self.exploding)
         else:  # one graph per structure; a long run sees many: lift the recompile limit here
-            with torch._dynamo.config.patch(recompile_limit=max(
-                    torch._dynamo.config.recompile_limit, 1024)):
+            with torch._dynamo.config.patch(
+                recompile_limit=max(torch._dynamo.config.recompile_limit, 1024)
+            ):
                 _compiled_collect_step()(*args)
 
     # ---- reading ----
@@ -325,33 +384,54 @@ class GradientTelemetry:
         next count of non-finite seed outputs). Logs ONE warning per slot per episode of
         non-finite seed outputs on the "esper_slot" logger."""
         state = self.state
-        probes = torch.cat([torch.cat([slot.seed_output.count, slot.grad_flow.counts[:1]]).to(
-            state["scale"].device) for _, slot in self.slots])
-        flat = torch.cat([state["scale"].flatten().double(), state["ssq"].flatten().double(),
-                          state["counts"].flatten().double(), state["numel"].flatten().double(),
-                          probes.double(), self.calls.double()]).tolist()
+        probes = torch.cat(
+            [
+                torch.cat([slot.seed_output.count, slot.grad_flow.counts[:1]]).to(
+                    state["scale"].device
+                )
+                for _, slot in self.slots
+            ]
+        )
+        flat = torch.cat(
+            [
+                state["scale"].flatten().double(),
+                state["ssq"].flatten().double(),
+                state["counts"].flatten().double(),
+                state["numel"].flatten().double(),
+                probes.double(),
+                self.calls.double(),
+            ]
+        ).tolist()
         n = len(self.slots)
-        scale, ssq = flat[:3 * n], flat[3 * n:6 * n]
-        counts, numel = flat[6 * n:11 * n], flat[11 * n:14 * n]
-        outputs, calls = flat[14 * n:16 * n], int(flat[16 * n])
+        scale, ssq = flat[: 3 * n], flat[3 * n : 6 * n]
+        counts, numel = flat[6 * n : 11 * n], flat[11 * n : 14 * n]
+        outputs, calls = flat[14 * n : 16 * n], int(flat[16 * n])
         out = {}
         for i, (name, slot) in enumerate(self.slots):
-            c = [int(v) for v in counts[5 * i:5 * i + 5]]
+            c = [int(v) for v in counts[5 * i : 5 * i + 5]]
             steps = c[STEPS]
             norms = [_rms(scale[3 * i + k], ssq[3 * i + k], steps) for k in range(3)]
-            n_seed, n_gate, n_host = (int(v) for v in numel[3 * i:3 * i + 3])
+            n_seed, n_gate, n_host = (int(v) for v in numel[3 * i : 3 * i + 3])
             seen_outputs, passes = int(outputs[2 * i]), int(outputs[2 * i + 1])
             bad_outputs = seen_outputs - slot.seed_output._baseline
             slot.seed_output.check(name, seen_outputs, passes)
             out[name] = SlotGradientStats(
-                slot=name, stage=slot.stage.name,
-                seed_grad_norm=norms[SEED], gate_grad_norm=norms[GATE],
+                slot=name,
+                stage=slot.stage.name,
+                seed_grad_norm=norms[SEED],
+                gate_grad_norm=norms[GATE],
                 host_grad_norm=norms[HOST],
-                seed_param_count=n_seed, gate_param_count=n_gate, host_param_count=n_host,
-                steps=steps, ratio=esper_lite_ratio(norms[SEED], n_seed, norms[HOST], n_host),
-                vanishing=c[VANISHING], exploding=c[EXPLODING], non_finite=c[NON_FINITE],
+                seed_param_count=n_seed,
+                gate_param_count=n_gate,
+                host_param_count=n_host,
+                steps=steps,
+                ratio=esper_lite_ratio(norms[SEED], n_seed, norms[HOST], n_host),
+                vanishing=c[VANISHING],
+                exploding=c[EXPLODING],
+                non_finite=c[NON_FINITE],
                 seed_output_non_finite=bad_outputs,
-                health=_health(c, bad_outputs))
+                health=_health(c, bad_outputs),
+            )
             if reset:
                 slot.seed_output._baseline = seen_outputs
         self._eager_calls = calls

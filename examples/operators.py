@@ -1,7 +1,7 @@
 """Run every operator forward and backward once and print which backend ran it.
 
-    bash scripts/main.sh                      # CPU: PyTorch path (CUDA: Triton kernels)
-    TRITON_INTERPRET=1 bash scripts/main.sh   # CPU: the Triton kernels in Triton's interpreter
+bash scripts/main.sh                      # CPU: PyTorch path (CUDA: Triton kernels)
+TRITON_INTERPRET=1 bash scripts/main.sh   # CPU: the Triton kernels in Triton's interpreter
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ def main() -> None:
     seed = torch.randn(shape, device=device, requires_grad=True)
     alpha = torch.tensor(0.25, device=device, requires_grad=True)
     gate = torch.rand(shape[0], 1, 1, 1, device=device, requires_grad=True)
-    print(f"device {device}, backend {kernels.active_backend(device)}, host {list(shape)} "
-          f"channels_last")
+    print(
+        f"device {device}, backend {kernels.active_backend(device)}, host {list(shape)} "
+        f"channels_last"
+    )
     cases = {
         "ste": lambda: kernels.ste(host, seed),
         "blend_add": lambda: kernels.blend_add(host, seed, alpha),
@@ -33,8 +35,11 @@ def main() -> None:
             t.grad = None
         y = run()
         (y * y).sum().backward()
-        grads = {n: t.grad for n, t in (("host", host), ("seed", seed), ("alpha", alpha),
-                                        ("gate", gate)) if t.grad is not None}
+        grads = {
+            n: t.grad
+            for n, t in (("host", host), ("seed", seed), ("alpha", alpha), ("gate", gate))
+            if t.grad is not None
+        }
         norms = ", ".join(f"|d{n}| {g.norm():.4g}" for n, g in grads.items())
         layout = "channels_last" if y.is_contiguous(memory_format=torch.channels_last) else "other"
         print(f"{name:15s} y mean {y.mean():+.4f} ({layout}); {norms}")

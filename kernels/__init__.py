@@ -18,5 +18,13 @@ from .lerp import blend_add, blend_gate
 from .multiply import blend_multiply, blend_multiply_detached
 from .ste import ste
 
-__all__ = ["active_backend", "blend_add", "blend_gate", "blend_multiply",
-           "blend_multiply_detached", "compile_path", "set_compile_path", "ste"]
+__all__ = [
+    "active_backend",
+    "blend_add",
+    "blend_gate",
+    "blend_multiply",
+    "blend_multiply_detached",
+    "compile_path",
+    "set_compile_path",
+    "ste",
+]

@@ -24,8 +24,13 @@ def all_distinct(tensors: list[Tensor]) -> bool:
     return True
 
 
-def plainly_valid(host: Tensor, seed: Tensor, coefs: tuple[Tensor, ...],
-                  incubate: Tensor | None, seed_input: Tensor | None = None) -> bool:
+def plainly_valid(
+    host: Tensor,
+    seed: Tensor,
+    coefs: tuple[Tensor, ...],
+    incubate: Tensor | None,
+    seed_input: Tensor | None = None,
+) -> bool:
     """A cheap yes for the common call: all floating tensors on host's device, seed (and
     seed_input) of host's shape, each coefficient a scalar or per-sample [B, 1, ..., 1], incubate
     None or a one-element bool, and no tensor passed twice. False means "run the full checks"
@@ -33,25 +38,38 @@ def plainly_valid(host: Tensor, seed: Tensor, coefs: tuple[Tensor, ...],
     At 64K elements a blend costs tens of microseconds on a CPU, so these checks must cost ~1."""
     try:
         device, shape, ndim = host.device, host.shape, host.dim()
-        if not (seed.shape == shape and host.is_floating_point() and seed.is_floating_point()
-                and seed.device == device):
+        if not (
+            seed.shape == shape
+            and host.is_floating_point()
+            and seed.is_floating_point()
+            and seed.device == device
+        ):
             return False
         seen = [host, seed]
         if seed_input is not None:
-            if not (seed_input.is_floating_point() and seed_input.shape == shape
-                    and seed_input.device == device):
+            if not (
+                seed_input.is_floating_point()
+                and seed_input.shape == shape
+                and seed_input.device == device
+            ):
                 return False
             seen.append(seed_input)
         for coef in coefs:
             if not (coef.is_floating_point() and coef.device == device):
                 return False
             numel, cdim = coef.numel(), coef.dim()
-            if not ((numel == 1 and (cdim <= ndim or cdim == 1))
-                    or (cdim == ndim >= 1 and 0 < numel == coef.shape[0] == shape[0])):
+            if not (
+                (numel == 1 and (cdim <= ndim or cdim == 1))
+                or (cdim == ndim >= 1 and 0 < numel == coef.shape[0] == shape[0])
+            ):
                 return False
             seen.append(coef)
-        if incubate is not None and not (incubate.dtype == torch.bool and incubate.numel() == 1
-                                         and incubate.dim() <= 1 and incubate.device == device):
+        if incubate is not None and not (
+            incubate.dtype == torch.bool
+            and incubate.numel() == 1
+            and incubate.dim() <= 1
+            and incubate.device == device
+        ):
             return False
         return all_distinct(seen)
     except (AttributeError, TypeError):  # not a tensor: the full checks say what it is
@@ -157,8 +175,9 @@ def distinct(*tensors: _T) -> tuple[_T, ...]:
     return tuple(out)
 
 
-def check_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-               incubate: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def check_lerp(
+    op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None, incubate: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """blend_add's (gate None) or blend_gate's arguments: the cheap yes, else the full checks;
     returns them with a repeated tensor made distinct."""
     coefs = (alpha,) if op == "blend_add" else (alpha, gate)
@@ -176,9 +195,14 @@ def check_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor 
     return host, seed, alpha, gate
 
 
-def check_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor,
-                   seed_input: Tensor | None, incubate: Tensor | None
-                   ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+def check_multiply(
+    op: str,
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    incubate: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """blend_multiply's arguments (seed_input None: host's values, i.e. seed_input was host
     itself or host.detach()): the cheap yes, else the full checks (seed_input's first); returns
     them with a repeated tensor made distinct."""

@@ -57,8 +57,9 @@ if HAS_TRITON:
             for start in range(0, blocks_per_sample, RBLOCK):
                 idx = start + lanes
                 vec += tl.load(
-                    partial_ptr + b * blocks_per_sample + idx, mask=idx < blocks_per_sample,
-                    other=0.0
+                    partial_ptr + b * blocks_per_sample + idx,
+                    mask=idx < blocks_per_sample,
+                    other=0.0,
                 )
             s = tl.sum(vec, axis=0)
             alpha_raw = tl.load(alpha_ptr + (b if ALPHA_PER_SAMPLE else 0)).to(C)

@@ -46,8 +46,9 @@ def forward_torch(host: Tensor, incubate: Tensor | None, blend: Callable[[], Ten
     return out
 
 
-def straight_through_grads(grad: Tensor, passed: tuple[Tensor, ...],
-                           zeroed: tuple[Tensor, ...] = ()) -> tuple[Tensor, ...]:
+def straight_through_grads(
+    grad: Tensor, passed: tuple[Tensor, ...], zeroed: tuple[Tensor, ...] = ()
+) -> tuple[Tensor, ...]:
     """Fill the allocated gradients as ste's backward does: ``grad`` into each of ``passed``
     (cast to its dtype), zeros into each of ``zeroed``. Unneeded gradients are empty and stay
     so."""
@@ -60,8 +61,9 @@ def straight_through_grads(grad: Tensor, passed: tuple[Tensor, ...],
     return passed + zeroed
 
 
-def select_straight_through(incubate: Tensor, grad: Tensor, passed: tuple[Tensor, ...],
-                            zeroed: tuple[Tensor, ...] = ()) -> tuple[Tensor, ...]:
+def select_straight_through(
+    incubate: Tensor, grad: Tensor, passed: tuple[Tensor, ...], zeroed: tuple[Tensor, ...] = ()
+) -> tuple[Tensor, ...]:
     """The blend's gradients, replaced on the device by ste's where the flag is True."""
     flag = incubate.reshape(())
     for out in passed:
@@ -87,7 +89,8 @@ class Incubating(torch.autograd.Function):
     def backward(ctx, grad):
         zeros = tuple(
             None if meta is None or not needed else grad.new_zeros(meta[0], dtype=meta[1])
-            for meta, needed in zip(ctx.others, ctx.needs_input_grad[2:]))
+            for meta, needed in zip(ctx.others, ctx.needs_input_grad[2:])
+        )
         return (grad, grad, *zeros)  # autograd casts seed's copy to seed's dtype
 
 
@@ -100,13 +103,17 @@ def where_incubating(incubate: Tensor | None, host: Tensor, out: Tensor) -> Tens
     return out if incubate is None else torch.where(incubate.reshape(()), host, out)
 
 
-def straight_through_where(incubate: Tensor | None, grad: Tensor,
-                           passed: tuple[Tensor | None, ...],
-                           zeroed: tuple[Tensor | None, ...] = ()) -> tuple[Tensor | None, ...]:
+def straight_through_where(
+    incubate: Tensor | None,
+    grad: Tensor,
+    passed: tuple[Tensor | None, ...],
+    zeroed: tuple[Tensor | None, ...] = (),
+) -> tuple[Tensor | None, ...]:
     """The blend's gradients (None where not needed), replaced by ste's where the flag is True:
     ``grad`` (in each gradient's dtype) for ``passed``, zeros for ``zeroed``."""
     if incubate is None:
         return passed + zeroed
     flag = incubate.reshape(())
-    return (tuple(None if t is None else torch.where(flag, grad.to(t.dtype), t) for t in passed)
-            + tuple(None if t is None else t.masked_fill(flag, 0) for t in zeroed))
+    return tuple(
+        None if t is None else torch.where(flag, grad.to(t.dtype), t) for t in passed
+    ) + tuple(None if t is None else t.masked_fill(flag, 0) for t in zeroed)

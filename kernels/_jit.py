@@ -37,9 +37,17 @@ def incubating(flag_ptr, HAS_FLAG: tl.constexpr):
 
 
 @triton.jit
-def store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
-                           NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
-                           NEED_COEF: tl.constexpr):
+def store_straight_through(
+    g,
+    offs,
+    mask,
+    grad_host_ptr,
+    grad_seed_ptr,
+    partial_ptr,
+    NEED_HOST: tl.constexpr,
+    NEED_SEED: tl.constexpr,
+    NEED_COEF: tl.constexpr,
+):
     """ste's backward inside a blend kernel: g to host and to seed (each rounded to its dtype),
     this program's partial sum for the coefficient gradient zero. Reads nothing."""
     if NEED_HOST:
@@ -75,8 +83,9 @@ def tanh(x):
     small = ax < 0.5
     use_kahan = small & (e != 1.0)  # e == 1: |x| so small that expm1(y) == y exactly enough
     # Unselected lanes get harmless operands (0.5, 0.0), so no branch divides by zero.
-    m = tl.where(use_kahan, (e - 1.0) * y / tl.log(tl.where(use_kahan, e, 0.5)),
-                 tl.where(small, y, 0.0))
+    m = tl.where(
+        use_kahan, (e - 1.0) * y / tl.log(tl.where(use_kahan, e, 0.5)), tl.where(small, y, 0.0)
+    )
     t = tl.where(small, -m / (2.0 + m), (1.0 - e) / (1.0 + e))
     return tl.where(x < 0.0, -t, t)
 
@@ -112,15 +121,16 @@ def flag_non_finite(x, probe_ptr):
     lanes were loaded as 0). One reduction over values already in registers, and a scalar store
     only in a program that found one; the probe is never cleared here."""
     if x.dtype.is_bf16() or x.dtype.is_fp16():  # compare in float32 (the interpreter's bf16
-        x = x.to(tl.float32)                     # emulation does not see NaN != NaN); exact
+        x = x.to(tl.float32)  # emulation does not see NaN != NaN); exact
     bad = ((x != x) | (tl.abs(x) == float("inf"))).to(tl.int32)
     if tl.max(bad, axis=0) > 0:
         tl.store(probe_ptr, 1)
 
 
 @triton.jit
-def load_seed(ptr, offs, mask, T: tl.constexpr, C: tl.constexpr, probe_ptr,
-              HAS_PROBE: tl.constexpr):
+def load_seed(
+    ptr, offs, mask, T: tl.constexpr, C: tl.constexpr, probe_ptr, HAS_PROBE: tl.constexpr
+):
     """load_as for the seed, probing its values as read (before the cast to host's dtype, as
     the slot's own probe sees them) for NaN/Inf when HAS_PROBE."""
     raw = tl.load(ptr + offs, mask=mask, other=0.0)

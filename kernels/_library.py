@@ -16,8 +16,9 @@ from ._backend import HAS_TRITON, INTERPRET
 NAMESPACE = "esper_slot"
 
 
-def register_op(name: str, schema: str, torch_impl: Callable, triton_impl: Callable | None,
-                fake: Callable):
+def register_op(
+    name: str, schema: str, torch_impl: Callable, triton_impl: Callable | None, fake: Callable
+):
     """Define ``esper_slot::{name}``; return its OpOverload."""
     qualname = f"{NAMESPACE}::{name}"
     torch.library.define(qualname, schema)
@@ -29,15 +30,26 @@ def register_op(name: str, schema: str, torch_impl: Callable, triton_impl: Calla
     return getattr(getattr(torch.ops, NAMESPACE), name).default
 
 
-def register_pair(name: str, *, fwd_schema: str, bwd_schema: str,
-                  torch_impls: tuple[Callable, Callable],
-                  triton_impls: tuple[Callable, Callable] | None,
-                  fakes: tuple[Callable, Callable]):
+def register_pair(
+    name: str,
+    *,
+    fwd_schema: str,
+    bwd_schema: str,
+    torch_impls: tuple[Callable, Callable],
+    triton_impls: tuple[Callable, Callable] | None,
+    fakes: tuple[Callable, Callable],
+):
     """Define ``esper_slot::{name}_fwd`` and ``_bwd``; return their OpOverloads."""
-    return tuple(register_op(f"{name}_{suffix}", schema, torch_impl, triton_impl, fake)
-                 for suffix, schema, torch_impl, triton_impl, fake in zip(
-                     ("fwd", "bwd"), (fwd_schema, bwd_schema), torch_impls,
-                     triton_impls or (None, None), fakes))
+    return tuple(
+        register_op(f"{name}_{suffix}", schema, torch_impl, triton_impl, fake)
+        for suffix, schema, torch_impl, triton_impl, fake in zip(
+            ("fwd", "bwd"),
+            (fwd_schema, bwd_schema),
+            torch_impls,
+            triton_impls or (None, None),
+            fakes,
+        )
+    )
 
 
 def probed_schema(fwd_schema: str) -> str:

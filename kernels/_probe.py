@@ -18,12 +18,21 @@ from ._backend import eager_cpu
 def check_nonfinite(op: str, host: Tensor, nonfinite: Tensor | None) -> None:
     if nonfinite is None:
         return
-    if not isinstance(nonfinite, Tensor) or nonfinite.dtype != torch.int32 or \
-            nonfinite.numel() != 1 or nonfinite.device != host.device:
-        got = (f"dtype {nonfinite.dtype}, shape {list(nonfinite.shape)} on {nonfinite.device}"
-               if isinstance(nonfinite, Tensor) else type(nonfinite).__name__)
-        raise ValueError(f"{op}: nonfinite must be a one-element int32 tensor on {host.device} "
-                         f"(e.g. torch.zeros(1, dtype=torch.int32, device=...)), got {got}")
+    if (
+        not isinstance(nonfinite, Tensor)
+        or nonfinite.dtype != torch.int32
+        or nonfinite.numel() != 1
+        or nonfinite.device != host.device
+    ):
+        got = (
+            f"dtype {nonfinite.dtype}, shape {list(nonfinite.shape)} on {nonfinite.device}"
+            if isinstance(nonfinite, Tensor)
+            else type(nonfinite).__name__
+        )
+        raise ValueError(
+            f"{op}: nonfinite must be a one-element int32 tensor on {host.device} "
+            f"(e.g. torch.zeros(1, dtype=torch.int32, device=...)), got {got}"
+        )
 
 
 def probe_outside_op(host: Tensor, seed: Tensor, nonfinite: Tensor | None) -> Tensor | None:

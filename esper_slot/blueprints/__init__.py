@@ -63,24 +63,31 @@ def build_blueprint(topology: str, name: str, channels: int, kwargs: dict) -> nn
     values it cannot build with; ImportError for ``flex_attention`` where torch has no
     FlexAttention."""
     if topology not in BLUEPRINTS:
-        raise ValueError(f"no blueprints for topology {topology!r}; topologies: "
-                         f"{sorted(BLUEPRINTS)}")
+        raise ValueError(
+            f"no blueprints for topology {topology!r}; topologies: {sorted(BLUEPRINTS)}"
+        )
     if not is_blueprint(topology, name):
-        raise ValueError(f"no {topology} blueprint named {name!r}; {topology} blueprints: "
-                         f"{list(blueprint_names(topology))}")
+        raise ValueError(
+            f"no {topology} blueprint named {name!r}; {topology} blueprints: "
+            f"{list(blueprint_names(topology))}"
+        )
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"{topology} blueprint {name!r} needs a positive int channel count, "
-                         f"got {channels!r}")
+        raise ValueError(
+            f"{topology} blueprint {name!r} needs a positive int channel count, got {channels!r}"
+        )
     if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-        raise ValueError(f"{topology} blueprint {name!r}: kwargs must be a dict with str keys, "
-                         f"got {kwargs!r}")
+        raise ValueError(
+            f"{topology} blueprint {name!r}: kwargs must be a dict with str keys, got {kwargs!r}"
+        )
     try:
         return BLUEPRINTS[topology][name](channels, **kwargs)
     except (ValueError, ImportError):
         raise
     except Exception as err:  # e.g. rank="8", n_head=0, a second `dim`
-        raise ValueError(f"{topology} blueprint {name!r} cannot be built with {channels} "
-                         f"channels and kwargs {kwargs!r}: {type(err).__name__}: {err}") from err
+        raise ValueError(
+            f"{topology} blueprint {name!r} cannot be built with {channels} "
+            f"channels and kwargs {kwargs!r}: {type(err).__name__}: {err}"
+        ) from err
 
 
 def find_final_affine_layer(module: nn.Module) -> tuple[str, nn.Module] | None:
@@ -114,8 +121,9 @@ def zero_init_final_layer(module: nn.Module, *, allow_missing: bool = False) -> 
         nn.init.zeros_(bias)
 
 
-def migrate_seed_weights(state_dict: Mapping[str, Any], slots: Mapping[str, str]
-                         ) -> dict[str, Tensor]:
+def migrate_seed_weights(
+    state_dict: Mapping[str, Any], slots: Mapping[str, str]
+) -> dict[str, Tensor]:
     """The seed weights of an esper-lite model's state dict, under this package's names.
 
     ``state_dict``: a whole esper-lite ``MorphogeneticModel`` state dict, whose slots are
@@ -141,8 +149,10 @@ def migrate_seed_weights(state_dict: Mapping[str, Any], slots: Mapping[str, str]
     contributes nothing."""
     for slot_id, ours in slots.items():
         if not isinstance(slot_id, str) or not isinstance(ours, str):
-            raise ValueError(f"slots maps esper-lite slot ids (str) to module names (str), got "
-                             f"{slot_id!r}: {ours!r}")
+            raise ValueError(
+                f"slots maps esper-lite slot ids (str) to module names (str), got "
+                f"{slot_id!r}: {ours!r}"
+            )
     out: dict[str, Tensor] = {}
     unmapped: list[str] = []
     seen: dict[str, str] = {}  # our slot -> the esper-lite id whose weights it took
@@ -162,15 +172,18 @@ def migrate_seed_weights(state_dict: Mapping[str, Any], slots: Mapping[str, str]
             raise ValueError(f"{key!r} holds a {type(value).__name__}, not a tensor")
         ours = slots[slot_id]
         if seen.setdefault(ours, slot_id) != slot_id:
-            raise ValueError(f"esper-lite slots {seen[ours]!r} and {slot_id!r} both map to "
-                             f"{ours!r}")
+            raise ValueError(
+                f"esper-lite slots {seen[ours]!r} and {slot_id!r} both map to {ours!r}"
+            )
         new = f"{ours}.seed.{rest}" if ours else f"seed.{rest}"
         if new in out:
             raise ValueError(f"two keys map to {new!r} (one is {key!r})")
         out[new] = value
     if unmapped:
-        raise ValueError(f"esper-lite slots {unmapped} hold seed weights but are not in slots "
-                         f"(mapped: {sorted(slots)})")
+        raise ValueError(
+            f"esper-lite slots {unmapped} hold seed weights but are not in slots "
+            f"(mapped: {sorted(slots)})"
+        )
     return out
 
 

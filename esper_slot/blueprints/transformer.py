@@ -81,8 +81,9 @@ class LoRALargeSeed(LoRASeed):
     """``lora_large``: LoRASeed at rank 32 by default."""
 
 
-def _heads(x: torch.Tensor, qkv: torch.Tensor, n_head: int, head_dim: int
-           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _heads(
+    x: torch.Tensor, qkv: torch.Tensor, n_head: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     b, t, _ = x.shape
     qkv = qkv.reshape(b, t, 3, n_head, head_dim).permute(2, 0, 3, 1, 4)
     return qkv[0], qkv[1], qkv[2]
@@ -109,8 +110,9 @@ class TransformerAttentionSeed(nn.Module):
         return x + self.proj(out)
 
 
-def _causal(b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor,
-            kv_idx: torch.Tensor) -> torch.Tensor:
+def _causal(
+    b: torch.Tensor, h: torch.Tensor, q_idx: torch.Tensor, kv_idx: torch.Tensor
+) -> torch.Tensor:
     return q_idx >= kv_idx
 
 
@@ -125,9 +127,11 @@ class FlexAttentionSeed(nn.Module):
     def __init__(self, dim: int, n_head: int):
         super().__init__()
         if _FLEX is None:
-            raise ImportError(f"the flex_attention blueprint needs torch's FlexAttention "
-                              f"(torch.nn.attention.flex_attention), which failed to import: "
-                              f"{FLEX_IMPORT_ERROR}")
+            raise ImportError(
+                f"the flex_attention blueprint needs torch's FlexAttention "
+                f"(torch.nn.attention.flex_attention), which failed to import: "
+                f"{FLEX_IMPORT_ERROR}"
+            )
         self.n_head = n_head
         self.head_dim = dim // n_head
         self.qkv = nn.Linear(dim, 3 * dim)
@@ -144,8 +148,9 @@ class FlexAttentionSeed(nn.Module):
 
     def _causal_block_mask(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> Any:
         if torch.compiler.is_compiling():  # traced into the graph: no Python cache to guard on
-            return _FLEX.create_block_mask(_causal, B=None, H=None, Q_LEN=seq_len,
-                                           KV_LEN=seq_len, device=device)
+            return _FLEX.create_block_mask(
+                _causal, B=None, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device=device
+            )
         key = (seq_len, str(device), str(dtype))
         cache = self._block_mask_cache
         if key in cache:
@@ -153,8 +158,9 @@ class FlexAttentionSeed(nn.Module):
         else:
             if len(cache) >= self._MAX_CACHE_SIZE:
                 cache.popitem(last=False)
-            cache[key] = _FLEX.create_block_mask(_causal, B=None, H=None, Q_LEN=seq_len,
-                                                 KV_LEN=seq_len, device=device)
+            cache[key] = _FLEX.create_block_mask(
+                _causal, B=None, H=None, Q_LEN=seq_len, KV_LEN=seq_len, device=device
+            )
         return cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -220,8 +226,9 @@ def create_lora_large_seed(dim: int, rank: int = 32, **kwargs: Any) -> nn.Module
 def create_transformer_attention_seed(dim: int, n_head: int = 4, **kwargs: Any) -> nn.Module:
     _no_kwargs("attention", kwargs)
     if dim % n_head != 0:
-        raise ValueError(f"Transformer attention seed requires dim % n_head == 0, got dim={dim}, "
-                         f"n_head={n_head}")
+        raise ValueError(
+            f"Transformer attention seed requires dim % n_head == 0, got dim={dim}, n_head={n_head}"
+        )
     return TransformerAttentionSeed(dim, n_head)
 
 
@@ -229,18 +236,21 @@ def create_flex_attention_seed(dim: int, n_head: int = 4, **kwargs: Any) -> nn.M
     _no_kwargs("flex_attention", kwargs)
     if dim % n_head != 0:
         raise ValueError(
-            f"FlexAttention seed requires dim % n_head == 0, got dim={dim}, n_head={n_head}")
+            f"FlexAttention seed requires dim % n_head == 0, got dim={dim}, n_head={n_head}"
+        )
     return FlexAttentionSeed(dim, n_head)
 
 
-def create_transformer_mlp_small_seed(dim: int, expansion: int = 2, checkpoint: bool = False,
-                                      **kwargs: Any) -> nn.Module:
+def create_transformer_mlp_small_seed(
+    dim: int, expansion: int = 2, checkpoint: bool = False, **kwargs: Any
+) -> nn.Module:
     _no_kwargs("mlp_small", kwargs)
     return TransformerMLPSmallSeed(dim, expansion, checkpoint)
 
 
-def create_transformer_mlp_seed(dim: int, expansion: int = 4, checkpoint: bool = False,
-                                **kwargs: Any) -> nn.Module:
+def create_transformer_mlp_seed(
+    dim: int, expansion: int = 4, checkpoint: bool = False, **kwargs: Any
+) -> nn.Module:
     _no_kwargs("mlp", kwargs)
     return TransformerMLPSeed(dim, expansion, checkpoint)
 

@@ -18,8 +18,9 @@ def per_sample(alpha: Tensor, gate: Tensor | None) -> bool:
     return alpha.numel() > 1 or (gate is not None and gate.numel() > 1)
 
 
-def alloc_grads(like: Tensor, seed_dtype: torch.dtype, need_host: bool,
-                need_seed: bool) -> tuple[Tensor, Tensor]:
+def alloc_grads(
+    like: Tensor, seed_dtype: torch.dtype, need_host: bool, need_seed: bool
+) -> tuple[Tensor, Tensor]:
     """(grad_host, grad_seed): like's dtype/shape/layout, grad_seed in the seed's own dtype."""
     grad_host = torch.empty_like(like) if need_host else like.new_empty((0,))
     grad_seed = (
@@ -30,8 +31,9 @@ def alloc_grads(like: Tensor, seed_dtype: torch.dtype, need_host: bool,
     return grad_host, grad_seed
 
 
-def coef_grads_like(alpha: Tensor, gate: Tensor | None, need_alpha: bool,
-                    need_gate: bool) -> tuple[Tensor, Tensor]:
+def coef_grads_like(
+    alpha: Tensor, gate: Tensor | None, need_alpha: bool, need_gate: bool
+) -> tuple[Tensor, Tensor]:
     """(grad_alpha, grad_gate) as allocated (uninitialised): each coefficient's shape and dtype
     when needed, else empty (grad_gate in alpha's dtype without a gate)."""
     grad_alpha = alpha.new_empty(alpha.shape if need_alpha else (0,))
@@ -40,8 +42,9 @@ def coef_grads_like(alpha: Tensor, gate: Tensor | None, need_alpha: bool,
     return grad_alpha, grad_gate
 
 
-def zero_coef_grads(alpha: Tensor, gate: Tensor | None, need_alpha: bool,
-                    need_gate: bool) -> tuple[Tensor, Tensor]:
+def zero_coef_grads(
+    alpha: Tensor, gate: Tensor | None, need_alpha: bool, need_gate: bool
+) -> tuple[Tensor, Tensor]:
     """coef_grads_like, zero-filled: the coefficients' gradients when there is nothing to sum
     (no elements, or the incubator's straight-through backward)."""
     grad_alpha = torch.zeros_like(alpha) if need_alpha else alpha.new_empty((0,))

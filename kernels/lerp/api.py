@@ -19,8 +19,14 @@ from torch import Tensor
 from .router import route_lerp
 
 
-def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
-              incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
+def blend_add(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    *,
+    incubate: Tensor | None = None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """``host + a (seed - host)`` with ``a = clamp(alpha, 0, 1)``, computed like torch.lerp.
 
     Args:
@@ -44,8 +50,15 @@ def blend_add(host: Tensor, seed: Tensor, alpha: Tensor, *,
     return route_lerp("blend_add", host, seed, alpha, None, incubate, nonfinite)
 
 
-def blend_gate(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor, *,
-               incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
+def blend_gate(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    gate: Tensor,
+    *,
+    incubate: Tensor | None = None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """``host + e (seed - host)`` with ``e = clamp(clamp(alpha, 0, 1) * clamp(gate, 0, 1), 0, 1)``.
 
     alpha and gate are each 0-d, [1] or per-sample [B, 1, ..., 1]; otherwise as blend_add.

@@ -35,22 +35,42 @@ def fast_cpu_lerp(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None
     None for anything else, which takes the full route (validation first). Types and dtypes are
     compared by identity: eager only, never traced."""
     tensor = Tensor
-    if not (type(host) is tensor and type(seed) is tensor and type(alpha) is tensor
-            and host.is_cpu and seed.is_cpu and alpha.is_cpu and host.dtype in _FLOATING
-            and seed.dtype is host.dtype and alpha.dtype in _FLOATING
-            and host is not seed and alpha is not host and alpha is not seed
-            and alpha.numel() == 1 and (alpha.dim() <= host.dim() or alpha.dim() == 1)
-            and host.shape == seed.shape and host.is_contiguous()
-            and seed.stride() == host.stride() and not torch.compiler.is_compiling()):
+    if not (
+        type(host) is tensor
+        and type(seed) is tensor
+        and type(alpha) is tensor
+        and host.is_cpu
+        and seed.is_cpu
+        and alpha.is_cpu
+        and host.dtype in _FLOATING
+        and seed.dtype is host.dtype
+        and alpha.dtype in _FLOATING
+        and host is not seed
+        and alpha is not host
+        and alpha is not seed
+        and alpha.numel() == 1
+        and (alpha.dim() <= host.dim() or alpha.dim() == 1)
+        and host.shape == seed.shape
+        and host.is_contiguous()
+        and seed.stride() == host.stride()
+        and not torch.compiler.is_compiling()
+    ):
         return None
     if alpha.requires_grad and torch.is_grad_enabled():
         return None
     if gate is None:
         return torch.lerp(host, seed, unit_clamp(alpha))
-    if not (type(gate) is tensor and gate.is_cpu and gate.dtype is host.dtype
-            and host.dtype in _WEIGHT_DTYPES and gate.dim() == host.dim()
-            and 1 < gate.numel() == gate.shape[0] == host.shape[0]
-            and gate is not host and gate is not seed and gate is not alpha):
+    if not (
+        type(gate) is tensor
+        and gate.is_cpu
+        and gate.dtype is host.dtype
+        and host.dtype in _WEIGHT_DTYPES
+        and gate.dim() == host.dim()
+        and 1 < gate.numel() == gate.shape[0] == host.shape[0]
+        and gate is not host
+        and gate is not seed
+        and gate is not alpha
+    ):
         return None
     return torch.lerp(host, seed, torch.mul(gate.clamp(0, 1), unit_clamp(alpha)))
 

@@ -30,11 +30,14 @@ def fwd_fake(host, seed, alpha, gate, incubate, nonfinite=None):
     return torch.empty_like(host)
 
 
-def bwd_fake(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
-             need_alpha, need_gate):
+def bwd_fake(
+    grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed, need_alpha, need_gate
+):
     like = grad if host is None else host
-    return (*alloc_grads(like, seed_dtype, need_host, need_seed),
-            *coef_grads_like(alpha, gate, need_alpha, need_gate))
+    return (
+        *alloc_grads(like, seed_dtype, need_host, need_seed),
+        *coef_grads_like(alpha, gate, need_alpha, need_gate),
+    )
 
 
 FWD_SCHEMA = "(Tensor host, Tensor seed, Tensor alpha, Tensor? gate, Tensor? incubate) -> Tensor"
@@ -54,8 +57,12 @@ blend_lerp_fwd, blend_lerp_bwd = register_pair(
 )
 # The forward with the nonfinite probe (eager calls only; see probed_schema).
 blend_lerp_fwd_probed = register_op(
-    "blend_lerp_fwd_probed", probed_schema(FWD_SCHEMA), fwd_torch,
-    fwd_triton if HAS_TRITON else None, fwd_fake)
+    "blend_lerp_fwd_probed",
+    probed_schema(FWD_SCHEMA),
+    fwd_torch,
+    fwd_triton if HAS_TRITON else None,
+    fwd_fake,
+)
 
 
 class BlendLerp(torch.autograd.Function):
@@ -76,11 +83,21 @@ class BlendLerp(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = (
-            restore(ctx))
+        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = restore(
+            ctx
+        )
         grad_host, grad_seed, grad_alpha, grad_gate = blend_lerp_bwd(
-            grad, host, seed, alpha, gate, incubate, ctx.seed_dtype,
-            need_host, need_seed, need_alpha, need_gate,
+            grad,
+            host,
+            seed,
+            alpha,
+            gate,
+            incubate,
+            ctx.seed_dtype,
+            need_host,
+            need_seed,
+            need_alpha,
+            need_gate,
         )
         return (
             grad_host if need_host else None,

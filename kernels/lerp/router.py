@@ -14,8 +14,15 @@ from .ops import BlendLerp
 from .torch_path import BlendLerpEager, BlendLerpFormulas, blend
 
 
-def route_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-               incubate: Tensor | None, nonfinite: Tensor | None) -> Tensor:
+def route_lerp(
+    op: str,
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    gate: Tensor | None,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None,
+) -> Tensor:
     """Run blend_add (``op == "blend_add"``, gate None) or blend_gate. The routes, in the order
     they are tried; the first that applies runs the call:
 
@@ -64,8 +71,12 @@ def route_lerp(op: str, host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor 
     Every route gives the contract of api.blend_add / api.blend_gate (and the same bits where
     the tests say so: tests/operators/test_eager_cpu_paths.py, test_reference.py).
     """
-    if incubate is None and nonfinite is None and not INTERPRET and (
-            gate is not None or op == "blend_add"):
+    if (
+        incubate is None
+        and nonfinite is None
+        and not INTERPRET
+        and (gate is not None or op == "blend_add")
+    ):
         fast = fast_cpu_lerp(host, seed, alpha, gate)
         if fast is not None:
             return fast

@@ -51,8 +51,14 @@ def weight(like: Tensor, alpha: Tensor, gate: Tensor | None) -> Tensor:
 # ---- the PyTorch path ----
 
 
-def fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-              incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+def fwd_torch(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    gate: Tensor | None,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """esper_slot::blend_lerp_fwd(_probed) in PyTorch: y in host's dtype, shape and layout (a
     fresh tensor); host's copy while the flag holds True; the probe set from the seed."""
     if nonfinite is not None:
@@ -78,8 +84,9 @@ def blend(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None) -> Ten
     return out.copy_(host.to(c).lerp_(s, w))
 
 
-def bwd_torch(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
-              need_alpha, need_gate):
+def bwd_torch(
+    grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed, need_alpha, need_gate
+):
     """esper_slot::blend_lerp_bwd in PyTorch: ``grads`` in the layout and dtypes alloc.py gives
     (empty where not needed), or ste's gradients while the flag holds True (read on the host
     when it is a CPU tensor, selected on the device otherwise)."""
@@ -87,14 +94,21 @@ def bwd_torch(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, ne
     like = grad if host is None else host
     if state:  # straight through: g to host and seed, zeros to alpha/gate
         return straight_through_grads(
-            grad, alloc_grads(like, seed_dtype, need_host, need_seed),
-            zero_coef_grads(alpha, gate, need_alpha, need_gate))
-    d_host, d_seed, d_alpha, d_gate = grads(grad, host, seed, alpha, gate, seed_dtype,
-                                            need_host, need_seed, need_alpha, need_gate)
+            grad,
+            alloc_grads(like, seed_dtype, need_host, need_seed),
+            zero_coef_grads(alpha, gate, need_alpha, need_gate),
+        )
+    d_host, d_seed, d_alpha, d_gate = grads(
+        grad, host, seed, alpha, gate, seed_dtype, need_host, need_seed, need_alpha, need_gate
+    )
     empty_host, empty_seed = alloc_grads(like, seed_dtype, False, False)
     empty_alpha, empty_gate = coef_grads_like(alpha, gate, False, False)
-    out = (_placed(d_host, like, empty_host), _placed(d_seed, like, empty_seed),
-           empty_alpha if d_alpha is None else d_alpha, empty_gate if d_gate is None else d_gate)
+    out = (
+        _placed(d_host, like, empty_host),
+        _placed(d_seed, like, empty_seed),
+        empty_alpha if d_alpha is None else d_alpha,
+        empty_gate if d_gate is None else d_gate,
+    )
     if state is None:  # a flag on another device: select there
         return select_straight_through(incubate, grad, out[:2], out[2:])
     return out
@@ -110,9 +124,18 @@ def _placed(value: Tensor | None, like: Tensor, empty: Tensor) -> Tensor:
     return torch.empty_like(like, dtype=value.dtype).copy_(value)
 
 
-def grads(grad: Tensor, host: Tensor | None, seed: Tensor | None, alpha: Tensor,
-          gate: Tensor | None, seed_dtype: torch.dtype, need_host: bool, need_seed: bool,
-          need_alpha: bool, need_gate: bool):
+def grads(
+    grad: Tensor,
+    host: Tensor | None,
+    seed: Tensor | None,
+    alpha: Tensor,
+    gate: Tensor | None,
+    seed_dtype: torch.dtype,
+    need_host: bool,
+    need_seed: bool,
+    need_alpha: bool,
+    need_gate: bool,
+):
     """The blend's gradients as tensor ops: (grad_host, grad_seed, grad_alpha, grad_gate), each
     rounded once to its dtype (host's; seed_dtype through host's; the coefficients' own), None
     where not needed. host and seed are read only for the coefficients' gradients (they are
@@ -128,15 +151,20 @@ def grads(grad: Tensor, host: Tensor | None, seed: Tensor | None, alpha: Tensor,
         assert host is not None and seed is not None
         s = seed.to(host.dtype).to(c)  # fresh when host's dtype is not c
         d = (s.sub_(host) if host.dtype != c else torch.sub(s, host)).mul_(g)
-        grad_alpha, grad_gate = finish_torch(per_sample_sum(d, per_sample(alpha, gate)),
-                                             alpha, gate, need_alpha, need_gate)
+        grad_alpha, grad_gate = finish_torch(
+            per_sample_sum(d, per_sample(alpha, gate)), alpha, gate, need_alpha, need_gate
+        )
         del s, d
     grad_host = (g * (1 - w)).to(grad.dtype) if need_host else None
     grad_seed = None
     if need_seed:  # g's last use: multiplied in place when it is a copy
         grad_seed = (g.mul_(w) if grad.dtype != c else g * w).to(grad.dtype).to(seed_dtype)
-    return (grad_host, grad_seed, grad_alpha if need_alpha else None,
-            grad_gate if need_gate else None)
+    return (
+        grad_host,
+        grad_seed,
+        grad_alpha if need_alpha else None,
+        grad_gate if need_gate else None,
+    )
 
 
 # ---- what the autograd Functions save (BlendLerpEager, BlendLerpFormulas, ops.BlendLerp) ----
@@ -174,8 +202,21 @@ class BlendLerpEager(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
         host, seed, alpha, gate, _, need_host, need_seed, need_alpha, need_gate = restore(ctx)
-        return (*grads(grad, host, seed, alpha, gate, ctx.seed_dtype, need_host, need_seed,
-                       need_alpha, need_gate), None)
+        return (
+            *grads(
+                grad,
+                host,
+                seed,
+                alpha,
+                gate,
+                ctx.seed_dtype,
+                need_host,
+                need_seed,
+                need_alpha,
+                need_gate,
+            ),
+            None,
+        )
 
 
 # ---- the compile path ----
@@ -197,11 +238,22 @@ class BlendLerpFormulas(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = (
-            restore(ctx))
+        host, seed, alpha, gate, incubate, need_host, need_seed, need_alpha, need_gate = restore(
+            ctx
+        )
         grad_host, grad_seed, grad_alpha, grad_gate = grads(
-            grad, host, seed, alpha, gate, ctx.seed_dtype, need_host, need_seed, need_alpha,
-            need_gate)
+            grad,
+            host,
+            seed,
+            alpha,
+            gate,
+            ctx.seed_dtype,
+            need_host,
+            need_seed,
+            need_alpha,
+            need_gate,
+        )
         grad_host, grad_seed, grad_alpha, grad_gate = straight_through_where(
-            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_gate))
+            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_gate)
+        )
         return grad_host, grad_seed, grad_alpha, grad_gate, None

@@ -42,18 +42,31 @@ from .alloc import alloc_grads, per_sample, zero_coef_grads
 def _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C):
     w = load_coef(alpha_ptr, sample, ALPHA_PS, C)
     if HAS_GATE:
-        w = tl.clamp(w * load_coef(gate_ptr, sample, GATE_PS, C), 0.0, 1.0,
-                     propagate_nan=tl.PropagateNan.ALL)
+        w = tl.clamp(
+            w * load_coef(gate_ptr, sample, GATE_PS, C), 0.0, 1.0, propagate_nan=tl.PropagateNan.ALL
+        )
     return w
 
 
 @triton.jit
 def fwd_kernel(
-    host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr, probe_ptr, out_ptr,
-    inner, blocks_per_sample,
-    ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
-    HAS_FLAG: tl.constexpr, HAS_PROBE: tl.constexpr,
-    F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    host_ptr,
+    seed_ptr,
+    alpha_ptr,
+    gate_ptr,
+    flag_ptr,
+    probe_ptr,
+    out_ptr,
+    inner,
+    blocks_per_sample,
+    ALPHA_PS: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    GATE_PS: tl.constexpr,
+    HAS_FLAG: tl.constexpr,
+    HAS_PROBE: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    USE_INT64: tl.constexpr,
 ):
     C: tl.constexpr = tl.float64 if F64 else tl.float32
     offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
@@ -74,13 +87,27 @@ def fwd_kernel(
 
 @triton.jit
 def bwd_kernel(
-    grad_ptr, host_ptr, seed_ptr, alpha_ptr, gate_ptr, flag_ptr,
-    grad_host_ptr, grad_seed_ptr, partial_ptr,
-    inner, blocks_per_sample,
-    ALPHA_PS: tl.constexpr, HAS_GATE: tl.constexpr, GATE_PS: tl.constexpr,
+    grad_ptr,
+    host_ptr,
+    seed_ptr,
+    alpha_ptr,
+    gate_ptr,
+    flag_ptr,
+    grad_host_ptr,
+    grad_seed_ptr,
+    partial_ptr,
+    inner,
+    blocks_per_sample,
+    ALPHA_PS: tl.constexpr,
+    HAS_GATE: tl.constexpr,
+    GATE_PS: tl.constexpr,
     HAS_FLAG: tl.constexpr,
-    NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr, NEED_COEF: tl.constexpr,
-    F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    NEED_HOST: tl.constexpr,
+    NEED_SEED: tl.constexpr,
+    NEED_COEF: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    USE_INT64: tl.constexpr,
 ):
     C: tl.constexpr = tl.float64 if F64 else tl.float32
     offs, mask, sample = block_offsets(inner, blocks_per_sample, BLOCK, USE_INT64)
@@ -88,8 +115,17 @@ def bwd_kernel(
     g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
     if incubating(flag_ptr, HAS_FLAG):
         # Straight through; host and seed are not read.
-        store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
-                               NEED_HOST, NEED_SEED, NEED_COEF)
+        store_straight_through(
+            g,
+            offs,
+            mask,
+            grad_host_ptr,
+            grad_seed_ptr,
+            partial_ptr,
+            NEED_HOST,
+            NEED_SEED,
+            NEED_COEF,
+        )
     else:
         w = _weight(alpha_ptr, gate_ptr, sample, ALPHA_PS, HAS_GATE, GATE_PS, C)
         if NEED_HOST:
@@ -107,8 +143,14 @@ def _flat(alpha: Tensor, gate: Tensor | None) -> tuple[Tensor, Tensor]:
     return alpha_flat, flat(gate) if gate is not None else alpha_flat
 
 
-def fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
-               incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+def fwd_triton(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    gate: Tensor | None,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """esper_slot::blend_lerp_fwd(_probed) on CUDA: y in host's dtype, shape and layout."""
     out = torch.empty_like(host)
     if out.numel() == 0:
@@ -116,22 +158,33 @@ def fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, gate: Tensor | None,
     geo = geometry(out, per_sample(alpha, gate))
     work = geo.work(out)
     fwd_kernel[geo.grid](
-        in_layout(host, geo.strides), in_layout(seed, geo.strides), *_flat(alpha, gate),
-        flag_pointer(incubate, alpha), flag_pointer(nonfinite, alpha), work,
-        geo.inner, geo.blocks_per_sample,
-        ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
-        GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
+        in_layout(host, geo.strides),
+        in_layout(seed, geo.strides),
+        *_flat(alpha, gate),
+        flag_pointer(incubate, alpha),
+        flag_pointer(nonfinite, alpha),
+        work,
+        geo.inner,
+        geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1,
+        HAS_GATE=gate is not None,
+        GATE_PS=gate is not None and gate.numel() > 1,
+        HAS_FLAG=incubate is not None,
         HAS_PROBE=nonfinite is not None,
-        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps, **EXACT,
+        F64=host.dtype == torch.float64,
+        BLOCK=geo.block,
+        USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+        **EXACT,
     )
     if geo.staged:
         out.copy_(work)
     return out
 
 
-def bwd_triton(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed,
-               need_alpha, need_gate):
+def bwd_triton(
+    grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, need_seed, need_alpha, need_gate
+):
     """esper_slot::blend_lerp_bwd on CUDA: (grad_host, grad_seed, grad_alpha, grad_gate),
     allocated as alloc.py says (empty where not needed). host and seed are None unless a
     coefficient needs a gradient."""
@@ -151,14 +204,28 @@ def bwd_triton(grad, host, seed, alpha, gate, incubate, seed_dtype, need_host, n
     h = in_layout(host, geo.strides) if need_coef else g
     s = in_layout(seed, geo.strides) if need_coef else g
     bwd_kernel[geo.grid](
-        g, h, s, *_flat(alpha, gate), flag_pointer(incubate, alpha),
-        work_host if need_host else h, work_seed if need_seed else h, partials if need_coef else h,
-        geo.inner, geo.blocks_per_sample,
-        ALPHA_PS=alpha.numel() > 1, HAS_GATE=gate is not None,
-        GATE_PS=gate is not None and gate.numel() > 1, HAS_FLAG=incubate is not None,
-        NEED_HOST=need_host, NEED_SEED=need_seed, NEED_COEF=need_coef,
-        F64=grad.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps, **EXACT,
+        g,
+        h,
+        s,
+        *_flat(alpha, gate),
+        flag_pointer(incubate, alpha),
+        work_host if need_host else h,
+        work_seed if need_seed else h,
+        partials if need_coef else h,
+        geo.inner,
+        geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1,
+        HAS_GATE=gate is not None,
+        GATE_PS=gate is not None and gate.numel() > 1,
+        HAS_FLAG=incubate is not None,
+        NEED_HOST=need_host,
+        NEED_SEED=need_seed,
+        NEED_COEF=need_coef,
+        F64=grad.dtype == torch.float64,
+        BLOCK=geo.block,
+        USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+        **EXACT,
     )
     if geo.staged:
         if need_host:

@@ -12,10 +12,18 @@ import torch
 from torch import Tensor
 
 
-def alloc_grads(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-                need_host: bool, need_seed: bool, need_alpha: bool, need_seed_input: bool
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def alloc_grads(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    need_host: bool,
+    need_seed: bool,
+    need_alpha: bool,
+    need_seed_input: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(grad_host, grad_seed, grad_alpha, grad_seed_input), uninitialised."""
+
     def like_host(needed: bool, dtype: torch.dtype) -> Tensor:
         return torch.empty_like(host, dtype=dtype) if needed else host.new_empty((0,), dtype=dtype)
 

@@ -18,8 +18,15 @@ from torch import Tensor
 from .router import route_multiply
 
 
-def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor, *,
-                   incubate: Tensor | None = None, nonfinite: Tensor | None = None) -> Tensor:
+def blend_multiply(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor,
+    *,
+    incubate: Tensor | None = None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """``host (1 + a tanh(seed - seed_input))`` with ``a = clamp(alpha, 0, 1)``.
 
     Args:
@@ -35,15 +42,20 @@ def blend_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
         zero gradient). nonfinite: as in blend_add (the seed is probed, not seed_input).
     """
     if seed_input is host:
-        return route_multiply("blend_multiply", host, seed, alpha, None, True, incubate,
-                              nonfinite)
-    return route_multiply("blend_multiply", host, seed, alpha, seed_input, False, incubate,
-                          nonfinite)
+        return route_multiply("blend_multiply", host, seed, alpha, None, True, incubate, nonfinite)
+    return route_multiply(
+        "blend_multiply", host, seed, alpha, seed_input, False, incubate, nonfinite
+    )
 
 
-def blend_multiply_detached(host: Tensor, seed: Tensor, alpha: Tensor, *,
-                            incubate: Tensor | None = None,
-                            nonfinite: Tensor | None = None) -> Tensor:
+def blend_multiply_detached(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    *,
+    incubate: Tensor | None = None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """``blend_multiply(host, seed, alpha, host.detach(), incubate=incubate)``, reading host once.
 
     For gradient isolation: the seed was fed host.detach(), so seed_input's gradient goes nowhere.

@@ -25,13 +25,19 @@ def native_applies(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor
     without an autograd.Function's Python per call (~50 us: at 8K elements the whole blend
     costs ~200); its backward makes more passes (addcmul's and tanh's generic formulas), ~1 ns
     per element more here: the two cross near 45K elements (measured, bench/NOTES.md)."""
-    return (host.numel() < NATIVE_BELOW and host.dtype in NATIVE_DTYPES
-            and seed.dtype is host.dtype and alpha.numel() == 1 and not needs_grad(alpha)
-            and (seed_input is None or seed_input.dtype is host.dtype))
+    return (
+        host.numel() < NATIVE_BELOW
+        and host.dtype in NATIVE_DTYPES
+        and seed.dtype is host.dtype
+        and alpha.numel() == 1
+        and not needs_grad(alpha)
+        and (seed_input is None or seed_input.dtype is host.dtype)
+    )
 
 
-def native_multiply(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-                    tied_grad: bool) -> Tensor:
+def native_multiply(
+    host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None, tied_grad: bool
+) -> Tensor:
     """host + a host tanh(seed - seed_input) with native autograd (see native_applies)."""
     s_in = seed_input if seed_input is not None else host if tied_grad else host.detach()
     return torch.addcmul(host, host, torch.tanh(seed - s_in), value=unit_clamp(alpha))

@@ -31,14 +31,27 @@ def fwd_fake(host, seed, alpha, seed_input, incubate, nonfinite=None):
     return torch.empty_like(host)
 
 
-def bwd_fake(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
-             need_alpha, need_seed_input):
-    return alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
-                       need_seed_input)
+def bwd_fake(
+    grad,
+    host,
+    seed,
+    alpha,
+    seed_input,
+    incubate,
+    tied_grad,
+    need_host,
+    need_seed,
+    need_alpha,
+    need_seed_input,
+):
+    return alloc_grads(
+        host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input
+    )
 
 
-FWD_SCHEMA = ("(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) "
-              "-> Tensor")
+FWD_SCHEMA = (
+    "(Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, Tensor? incubate) -> Tensor"
+)
 BWD_SCHEMA = (
     "(Tensor grad, Tensor host, Tensor seed, Tensor alpha, Tensor? seed_input, "
     "Tensor? incubate, bool tied_grad, bool need_host, bool need_seed, bool need_alpha, "
@@ -55,8 +68,12 @@ blend_multiply_fwd, blend_multiply_bwd = register_pair(
 )
 # The forward with the nonfinite probe (eager calls only; see probed_schema).
 blend_multiply_fwd_probed = register_op(
-    "blend_multiply_fwd_probed", probed_schema(FWD_SCHEMA), fwd_torch,
-    fwd_triton if HAS_TRITON else None, fwd_fake)
+    "blend_multiply_fwd_probed",
+    probed_schema(FWD_SCHEMA),
+    fwd_torch,
+    fwd_triton if HAS_TRITON else None,
+    fwd_fake,
+)
 
 
 class BlendMultiply(torch.autograd.Function):
@@ -80,7 +97,18 @@ class BlendMultiply(torch.autograd.Function):
     def backward(ctx, grad):
         host, seed, alpha, seed_input, incubate = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_seed_input = ctx.needs_input_grad[:4]
-        grads = blend_multiply_bwd(grad, host, seed, alpha, seed_input, incubate, ctx.tied_grad,
-                    need_host, need_seed, need_alpha, need_seed_input)
+        grads = blend_multiply_bwd(
+            grad,
+            host,
+            seed,
+            alpha,
+            seed_input,
+            incubate,
+            ctx.tied_grad,
+            need_host,
+            need_seed,
+            need_alpha,
+            need_seed_input,
+        )
         needs = (need_host, need_seed, need_alpha, need_seed_input)
         return (*(g if needed else None for g, needed in zip(grads, needs)), None, None, None)

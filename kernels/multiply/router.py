@@ -15,8 +15,16 @@ from .ops import BlendMultiply
 from .torch_path import BlendMultiplyEager, BlendMultiplyFormulas
 
 
-def route_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-                   tied_grad: bool, incubate: Tensor | None, nonfinite: Tensor | None) -> Tensor:
+def route_multiply(
+    op: str,
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    tied_grad: bool,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None,
+) -> Tensor:
     """Run blend_multiply. seed_input None stands for host's values (read once): host itself
     (tied_grad: its gradient joins host's) or host.detach() (blend_multiply_detached). The
     routes, in the order they are tried; the first that applies runs the call:
@@ -60,7 +68,8 @@ def route_multiply(op: str, host: Tensor, seed: Tensor, alpha: Tensor, seed_inpu
         if incubate is not None and incubate.item():  # a CPU flag: reading it is free
             return Incubating.apply(host, seed, alpha, seed_input)
         if not same_dense_layout(host, seed) or not (
-                seed_input is None or same_dense_layout(host, seed_input)):
+            seed_input is None or same_dense_layout(host, seed_input)
+        ):
             return BlendMultiplyEager.apply(host, seed, alpha, seed_input, tied_grad)
         if not needs_grad(host, seed, alpha, seed_input):
             return eager_values(host, seed, alpha, seed_input)[0]

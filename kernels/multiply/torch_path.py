@@ -43,8 +43,14 @@ def tanh_torch(host: Tensor, seed: Tensor, seed_input: Tensor | None) -> Tensor:
 # ---- the PyTorch path ----
 
 
-def fwd_torch(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-              incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+def fwd_torch(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """esper_slot::blend_multiply_fwd(_probed) in PyTorch: y in host's dtype, shape and layout
     (a fresh tensor); host's copy while the flag holds True; the probe set from the seed."""
     if nonfinite is not None:
@@ -62,8 +68,19 @@ def blend(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None) 
     return out.copy_(host.to(t.dtype) * t.mul_(a).add_(1))
 
 
-def bwd_torch(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
-              need_alpha, need_seed_input):
+def bwd_torch(
+    grad,
+    host,
+    seed,
+    alpha,
+    seed_input,
+    incubate,
+    tied_grad,
+    need_host,
+    need_seed,
+    need_alpha,
+    need_seed_input,
+):
     """esper_slot::blend_multiply_bwd in PyTorch: ``grads`` in host's layout and the dtypes
     alloc.py gives (empty where not needed), or ste's gradients (zeros to alpha and seed_input)
     while the flag holds True (read on the host when it is a CPU tensor, selected on the device
@@ -72,16 +89,27 @@ def bwd_torch(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_hos
     empty = alloc_grads(host, seed, alpha, seed_input, False, False, False, False)
     if state:  # straight through: g to host and seed, zeros to alpha and seed_input
         grad_host, grad_seed, grad_alpha, grad_seed_input = alloc_grads(
-            host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input)
-        return straight_through_grads(grad, (grad_host, grad_seed),
-                                      (grad_alpha, grad_seed_input))
-    values = grads(grad, host, seed, alpha, seed_input, tied_grad, need_host, need_seed,
-                   need_alpha, need_seed_input)
+            host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input
+        )
+        return straight_through_grads(grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input))
+    values = grads(
+        grad,
+        host,
+        seed,
+        alpha,
+        seed_input,
+        tied_grad,
+        need_host,
+        need_seed,
+        need_alpha,
+        need_seed_input,
+    )
     grad_host, grad_seed, grad_seed_input = (_placed(values[i], host, empty[i]) for i in (0, 1, 3))
     grad_alpha = empty[2] if values[2] is None else values[2]
     if state is None:  # a flag on another device: select there
-        return select_straight_through(incubate, grad, (grad_host, grad_seed),
-                                       (grad_alpha, grad_seed_input))
+        return select_straight_through(
+            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input)
+        )
     return grad_host, grad_seed, grad_alpha, grad_seed_input
 
 
@@ -95,9 +123,18 @@ def _placed(value: Tensor | None, like: Tensor, empty: Tensor) -> Tensor:
     return torch.empty_like(like, dtype=value.dtype).copy_(value)
 
 
-def grads(grad: Tensor, host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-          tied_grad: bool, need_host: bool, need_seed: bool, need_alpha: bool,
-          need_seed_input: bool):
+def grads(
+    grad: Tensor,
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    tied_grad: bool,
+    need_host: bool,
+    need_seed: bool,
+    need_alpha: bool,
+    need_seed_input: bool,
+):
     """The blend's gradients as tensor ops: (grad_host, grad_seed, grad_alpha,
     grad_seed_input), each rounded once to host's dtype and then to its input's (alpha's in
     alpha's dtype), None where not needed (seed_input's also when seed_input is None). t is
@@ -139,8 +176,21 @@ class BlendMultiplyEager(torch.autograd.Function):
     def backward(ctx, grad):
         host, seed, alpha, seed_input = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_seed_input, _ = ctx.needs_input_grad
-        return (*grads(grad, host, seed, alpha, seed_input, ctx.tied_grad, need_host, need_seed,
-                       need_alpha, need_seed_input), None)
+        return (
+            *grads(
+                grad,
+                host,
+                seed,
+                alpha,
+                seed_input,
+                ctx.tied_grad,
+                need_host,
+                need_seed,
+                need_alpha,
+                need_seed_input,
+            ),
+            None,
+        )
 
 
 # ---- the compile path ----
@@ -167,8 +217,18 @@ class BlendMultiplyFormulas(torch.autograd.Function):
         host, seed, alpha, seed_input, incubate = ctx.saved_tensors
         need_host, need_seed, need_alpha, need_seed_input, _, _ = ctx.needs_input_grad
         grad_host, grad_seed, grad_alpha, grad_seed_input = grads(
-            grad, host, seed, alpha, seed_input, ctx.tied_grad, need_host, need_seed,
-            need_alpha, need_seed_input)
+            grad,
+            host,
+            seed,
+            alpha,
+            seed_input,
+            ctx.tied_grad,
+            need_host,
+            need_seed,
+            need_alpha,
+            need_seed_input,
+        )
         grad_host, grad_seed, grad_alpha, grad_seed_input = straight_through_where(
-            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input))
+            incubate, grad, (grad_host, grad_seed), (grad_alpha, grad_seed_input)
+        )
         return grad_host, grad_seed, grad_alpha, grad_seed_input, None, None

@@ -42,11 +42,22 @@ from .alloc import alloc_grads
 
 @triton.jit
 def fwd_kernel(
-    host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr, probe_ptr, out_ptr,
-    inner, blocks_per_sample,
-    ALPHA_PS: tl.constexpr, TIED: tl.constexpr, HAS_FLAG: tl.constexpr,
+    host_ptr,
+    seed_ptr,
+    seed_input_ptr,
+    alpha_ptr,
+    flag_ptr,
+    probe_ptr,
+    out_ptr,
+    inner,
+    blocks_per_sample,
+    ALPHA_PS: tl.constexpr,
+    TIED: tl.constexpr,
+    HAS_FLAG: tl.constexpr,
     HAS_PROBE: tl.constexpr,
-    F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    USE_INT64: tl.constexpr,
 ):
     C: tl.constexpr = tl.float64 if F64 else tl.float32
     T = out_ptr.dtype.element_ty
@@ -68,14 +79,29 @@ def fwd_kernel(
 
 @triton.jit
 def bwd_kernel(
-    grad_ptr, host_ptr, seed_ptr, seed_input_ptr, alpha_ptr, flag_ptr,
-    grad_host_ptr, grad_seed_ptr, grad_seed_input_ptr, partial_ptr,
-    inner, blocks_per_sample,
-    ALPHA_PS: tl.constexpr, TIED: tl.constexpr, TIED_GRAD: tl.constexpr,
+    grad_ptr,
+    host_ptr,
+    seed_ptr,
+    seed_input_ptr,
+    alpha_ptr,
+    flag_ptr,
+    grad_host_ptr,
+    grad_seed_ptr,
+    grad_seed_input_ptr,
+    partial_ptr,
+    inner,
+    blocks_per_sample,
+    ALPHA_PS: tl.constexpr,
+    TIED: tl.constexpr,
+    TIED_GRAD: tl.constexpr,
     HAS_FLAG: tl.constexpr,
-    NEED_HOST: tl.constexpr, NEED_SEED: tl.constexpr,
-    NEED_SEED_INPUT: tl.constexpr, NEED_ALPHA: tl.constexpr,
-    F64: tl.constexpr, BLOCK: tl.constexpr, USE_INT64: tl.constexpr,
+    NEED_HOST: tl.constexpr,
+    NEED_SEED: tl.constexpr,
+    NEED_SEED_INPUT: tl.constexpr,
+    NEED_ALPHA: tl.constexpr,
+    F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+    USE_INT64: tl.constexpr,
 ):
     C: tl.constexpr = tl.float64 if F64 else tl.float32
     T = host_ptr.dtype.element_ty
@@ -83,8 +109,17 @@ def bwd_kernel(
     g = tl.load(grad_ptr + offs, mask=mask, other=0.0).to(C)
     if incubating(flag_ptr, HAS_FLAG):
         # Straight through, and zeros to seed_input; host, seed and seed_input are not read.
-        store_straight_through(g, offs, mask, grad_host_ptr, grad_seed_ptr, partial_ptr,
-                               NEED_HOST, NEED_SEED, NEED_ALPHA)
+        store_straight_through(
+            g,
+            offs,
+            mask,
+            grad_host_ptr,
+            grad_seed_ptr,
+            partial_ptr,
+            NEED_HOST,
+            NEED_SEED,
+            NEED_ALPHA,
+        )
         if NEED_SEED_INPUT:
             store(grad_seed_input_ptr, offs, tl.zeros_like(g), mask)
     else:
@@ -109,8 +144,14 @@ def bwd_kernel(
             tl.store(partial_ptr + tl.program_id(0), tl.sum(g * h * t, axis=0))
 
 
-def fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | None,
-               incubate: Tensor | None, nonfinite: Tensor | None = None) -> Tensor:
+def fwd_triton(
+    host: Tensor,
+    seed: Tensor,
+    alpha: Tensor,
+    seed_input: Tensor | None,
+    incubate: Tensor | None,
+    nonfinite: Tensor | None = None,
+) -> Tensor:
     """esper_slot::blend_multiply_fwd(_probed) on CUDA: y in host's dtype, shape and layout."""
     out = torch.empty_like(host)
     if out.numel() == 0:
@@ -119,26 +160,48 @@ def fwd_triton(host: Tensor, seed: Tensor, alpha: Tensor, seed_input: Tensor | N
     work = geo.work(out)
     h = in_layout(host, geo.strides)
     fwd_kernel[geo.grid](
-        h, in_layout(seed, geo.strides),
-        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
-        flag_pointer(incubate, alpha), flag_pointer(nonfinite, alpha), work,
-        geo.inner, geo.blocks_per_sample,
-        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, HAS_FLAG=incubate is not None,
+        h,
+        in_layout(seed, geo.strides),
+        h if seed_input is None else in_layout(seed_input, geo.strides),
+        flat(alpha),
+        flag_pointer(incubate, alpha),
+        flag_pointer(nonfinite, alpha),
+        work,
+        geo.inner,
+        geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1,
+        TIED=seed_input is None,
+        HAS_FLAG=incubate is not None,
         HAS_PROBE=nonfinite is not None,
         F64=host.dtype == torch.float64,
-        BLOCK=geo.block, USE_INT64=geo.use_int64, num_warps=geo.num_warps, **EXACT,
+        BLOCK=geo.block,
+        USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+        **EXACT,
     )
     if geo.staged:
         out.copy_(work)
     return out
 
 
-def bwd_triton(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_host, need_seed,
-               need_alpha, need_seed_input):
+def bwd_triton(
+    grad,
+    host,
+    seed,
+    alpha,
+    seed_input,
+    incubate,
+    tied_grad,
+    need_host,
+    need_seed,
+    need_alpha,
+    need_seed_input,
+):
     """esper_slot::blend_multiply_bwd on CUDA: (grad_host, grad_seed, grad_alpha,
     grad_seed_input), allocated as alloc.py says (empty where not needed)."""
-    grads = alloc_grads(host, seed, alpha, seed_input, need_host, need_seed, need_alpha,
-                        need_seed_input)
+    grads = alloc_grads(
+        host, seed, alpha, seed_input, need_host, need_seed, need_alpha, need_seed_input
+    )
     grad_host, grad_seed, grad_alpha, grad_seed_input = grads
     need_seed_input = need_seed_input and seed_input is not None
     if host.numel() == 0:
@@ -149,31 +212,51 @@ def bwd_triton(grad, host, seed, alpha, seed_input, incubate, tied_grad, need_ho
     geo = geometry(ref, alpha.numel() > 1)
     work_host, work_seed, work_seed_input = (
         geo.work(t) if needed else t
-        for t, needed in ((grad_host, need_host), (grad_seed, need_seed),
-                          (grad_seed_input, need_seed_input))
+        for t, needed in (
+            (grad_host, need_host),
+            (grad_seed, need_seed),
+            (grad_seed_input, need_seed_input),
+        )
     )
     partials = host.new_empty(geo.grid if need_alpha else (0,), dtype=compute_dtype(host.dtype))
     h = in_layout(host, geo.strides)
     bwd_kernel[geo.grid](
-        in_layout(grad, geo.strides), h, in_layout(seed, geo.strides),
-        h if seed_input is None else in_layout(seed_input, geo.strides), flat(alpha),
+        in_layout(grad, geo.strides),
+        h,
+        in_layout(seed, geo.strides),
+        h if seed_input is None else in_layout(seed_input, geo.strides),
+        flat(alpha),
         flag_pointer(incubate, alpha),
-        work_host if need_host else h, work_seed if need_seed else h,
-        work_seed_input if need_seed_input else h, partials if need_alpha else h,
-        geo.inner, geo.blocks_per_sample,
-        ALPHA_PS=alpha.numel() > 1, TIED=seed_input is None, TIED_GRAD=tied_grad,
-        HAS_FLAG=incubate is not None, NEED_HOST=need_host, NEED_SEED=need_seed,
-        NEED_SEED_INPUT=need_seed_input, NEED_ALPHA=need_alpha,
-        F64=host.dtype == torch.float64, BLOCK=geo.block, USE_INT64=geo.use_int64,
-        num_warps=geo.num_warps, **EXACT,
+        work_host if need_host else h,
+        work_seed if need_seed else h,
+        work_seed_input if need_seed_input else h,
+        partials if need_alpha else h,
+        geo.inner,
+        geo.blocks_per_sample,
+        ALPHA_PS=alpha.numel() > 1,
+        TIED=seed_input is None,
+        TIED_GRAD=tied_grad,
+        HAS_FLAG=incubate is not None,
+        NEED_HOST=need_host,
+        NEED_SEED=need_seed,
+        NEED_SEED_INPUT=need_seed_input,
+        NEED_ALPHA=need_alpha,
+        F64=host.dtype == torch.float64,
+        BLOCK=geo.block,
+        USE_INT64=geo.use_int64,
+        num_warps=geo.num_warps,
+        **EXACT,
     )
     if geo.staged:
-        for final, work, needed in ((grad_host, work_host, need_host),
-                                    (grad_seed, work_seed, need_seed),
-                                    (grad_seed_input, work_seed_input, need_seed_input)):
+        for final, work, needed in (
+            (grad_host, work_host, need_host),
+            (grad_seed, work_seed, need_seed),
+            (grad_seed_input, work_seed_input, need_seed_input),
+        ):
             if needed:
                 final.copy_(work)
     if need_alpha:
-        grad_alpha, _ = finish_triton(partials, geo.outer, geo.blocks_per_sample, alpha, None,
-                                      True, False)
+        grad_alpha, _ = finish_triton(
+            partials, geo.outer, geo.blocks_per_sample, alpha, None, True, False
+        )
     return grad_host, grad_seed, grad_alpha, grad_seed_input

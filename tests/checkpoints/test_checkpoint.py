@@ -19,8 +19,12 @@ from esper_slot import BlendMode, CheckpointError, Stage
 from esper_slot.extra_state import FIELDS
 from tests.support.slot_models import TransformerHost
 
-es.register_seed("tiny_mlp", lambda channels, hidden: nn.Sequential(
-    nn.Linear(channels, hidden), nn.Tanh(), nn.Linear(hidden, channels)))
+es.register_seed(
+    "tiny_mlp",
+    lambda channels, hidden: nn.Sequential(
+        nn.Linear(channels, hidden), nn.Tanh(), nn.Linear(hidden, channels)
+    ),
+)
 SEED = {"seed_kwargs": {"channels": 16, "hidden": 8}}
 KEY = "slot._extra_state"
 
@@ -52,8 +56,10 @@ def model_in(stage: Stage, mode=BlendMode.ADD, seed_from_factory=True):
 
 
 def snapshot(model):
-    state = {k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
-             for k, v in model.state_dict().items()}
+    state = {
+        k: (v.clone() if torch.is_tensor(v) else copy.deepcopy(v))
+        for k, v in model.state_dict().items()
+    }
     slot = model.slot
     return state, slot.stage, slot.alpha.clone(), slot.isolate_gradients, slot.seed
 
@@ -63,7 +69,7 @@ def assert_unchanged(model, before):
     assert state.keys() == before[0].keys()
     for key in state:
         a, b = state[key], before[0][key]
-        assert (torch.equal(a, b) if torch.is_tensor(a) else a == b), key
+        assert torch.equal(a, b) if torch.is_tensor(a) else a == b, key
     assert (stage, isolate, seed) == (before[1], before[3], before[4])
     assert torch.equal(alpha, before[2])
 
@@ -106,41 +112,45 @@ def test_each_missing_field_is_named_and_changes_nothing(field, how, tmp_path):
     with torch.no_grad():
         target.embed.weight.add_(1.0)  # differs from the checkpoint in a module loaded first
     before = snapshot(target)
-    with pytest.raises(CheckpointError, match=repr(field) if field != "schema_version"
-                       else "schema_version") as info:
+    with pytest.raises(
+        CheckpointError, match=repr(field) if field != "schema_version" else "schema_version"
+    ) as info:
         (target.load_state_dict(sd) if how == "plain" else es.load_state_dict(target, sd))
     assert "'slot'" in str(info.value) and "version" in str(info.value)
     assert_unchanged(target, before)
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("isolate_training", 1, "must be a bool"),
-    ("isolate_blending", "yes", "must be a bool"),
-    ("isolate_training", None, "must be a bool"),
-    ("prune_scheduled", 0, "must be a bool"),
-    ("prune_scheduled", True, "prune_scheduled needs stage BLENDING ramping DOWN to 0"),
-    ("alpha", 1.5, "number in [0, 1]"),
-    ("alpha", "0.5", "number in [0, 1]"),
-    ("alpha", float("nan"), "number in [0, 1]"),
-    ("alpha_start", 0.5, "alpha_mode UP needs alpha_start <= alpha <= alpha_target"),
-    ("alpha_target", 2.0, "number in [0, 1]"),
-    ("alpha_mode", "up", "one of"),
-    ("alpha_mode", "HOLD", "alpha_mode HOLD with alpha"),
-    ("alpha_curve", "tanh", "one of"),
-    ("alpha_steepness", 0, "finite number > 0"),
-    ("alpha_steepness", float("inf"), "finite number > 0"),
-    ("alpha_steps_total", -1, "int >= 0"),
-    ("alpha_steps_done", True, "int >= 0"),
-    ("alpha_steps_done", 11, "exceeds alpha_steps_total 10"),
-    ("stage", "GROWING", "one of"),
-    ("blend_mode", "add", "one of"),
-    ("channels", 32, "channels is 32 but the slot has 16"),
-    ("topology", "cnn", "topology is 'cnn' but the slot is 'transformer'"),
-    ("schema_version", 4, "newer than this esper-slot reads (3): upgrade esper-slot"),
-    ("schema_version", 1, "migrate_extra_state"),
-    ("schema_version", 0, "migrate_extra_state"),
-    ("seed_kwargs", {"f": object()}, "JSON"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("isolate_training", 1, "must be a bool"),
+        ("isolate_blending", "yes", "must be a bool"),
+        ("isolate_training", None, "must be a bool"),
+        ("prune_scheduled", 0, "must be a bool"),
+        ("prune_scheduled", True, "prune_scheduled needs stage BLENDING ramping DOWN to 0"),
+        ("alpha", 1.5, "number in [0, 1]"),
+        ("alpha", "0.5", "number in [0, 1]"),
+        ("alpha", float("nan"), "number in [0, 1]"),
+        ("alpha_start", 0.5, "alpha_mode UP needs alpha_start <= alpha <= alpha_target"),
+        ("alpha_target", 2.0, "number in [0, 1]"),
+        ("alpha_mode", "up", "one of"),
+        ("alpha_mode", "HOLD", "alpha_mode HOLD with alpha"),
+        ("alpha_curve", "tanh", "one of"),
+        ("alpha_steepness", 0, "finite number > 0"),
+        ("alpha_steepness", float("inf"), "finite number > 0"),
+        ("alpha_steps_total", -1, "int >= 0"),
+        ("alpha_steps_done", True, "int >= 0"),
+        ("alpha_steps_done", 11, "exceeds alpha_steps_total 10"),
+        ("stage", "GROWING", "one of"),
+        ("blend_mode", "add", "one of"),
+        ("channels", 32, "channels is 32 but the slot has 16"),
+        ("topology", "cnn", "topology is 'cnn' but the slot is 'transformer'"),
+        ("schema_version", 4, "newer than this esper-slot reads (3): upgrade esper-slot"),
+        ("schema_version", 1, "migrate_extra_state"),
+        ("schema_version", 0, "migrate_extra_state"),
+        ("seed_kwargs", {"f": object()}, "JSON"),
+    ],
+)
 def test_bad_fields_are_rejected(field, value, message, tmp_path):
     sd = save_and_read(model_in(Stage.BLENDING), tmp_path)
     sd[KEY][field] = value
@@ -190,8 +200,9 @@ def test_strict_helper_checks_keys_before_loading(tmp_path):
 
 
 def test_pretrained_host_loads_non_strict_into_a_slotted_model():
-    host_only = {k: v for k, v in model_in(Stage.DORMANT).state_dict().items()
-                 if not k.startswith("slot.")}
+    host_only = {
+        k: v for k, v in model_in(Stage.DORMANT).state_dict().items() if not k.startswith("slot.")
+    }
     model = model_in(Stage.TRAINING)
     result = model.load_state_dict(host_only, strict=False)
     assert result.missing_keys and all(k.startswith("slot.") for k in result.missing_keys)
@@ -290,11 +301,23 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 def test_a_version_1_record_migrates_and_continues_its_ramp():
     """Version 1 (a 0 -> 1 ramp and one isolation flag), written as version 1's
     get_extra_state wrote it: mid-ramp on version 1's sigmoid (steepness 10)."""
-    old = {"schema_version": 1, "stage": "BLENDING", "alpha": 0.0474258731775668,
-           "ramp_step": 3, "ramp_steps": 10, "ramp_curve": "sigmoid", "blend_mode": "ADD",
-           "topology": "transformer", "channels": 16, "isolate_gradients": False,
-           "seed_factory": "tiny_mlp", "seed_kwargs": SEED["seed_kwargs"], "gate_kind": "none",
-           "gate_factory": None, "gate_kwargs": {}}
+    old = {
+        "schema_version": 1,
+        "stage": "BLENDING",
+        "alpha": 0.0474258731775668,
+        "ramp_step": 3,
+        "ramp_steps": 10,
+        "ramp_curve": "sigmoid",
+        "blend_mode": "ADD",
+        "topology": "transformer",
+        "channels": 16,
+        "isolate_gradients": False,
+        "seed_factory": "tiny_mlp",
+        "seed_kwargs": SEED["seed_kwargs"],
+        "gate_kind": "none",
+        "gate_factory": None,
+        "gate_kwargs": {},
+    }
     with pytest.raises(CheckpointError, match="unexpected arguments"):
         es.migrate_extra_state(old, channels=16)
     new = es.migrate_extra_state(old)
@@ -314,12 +337,19 @@ def test_a_version_1_record_migrates_and_continues_its_ramp():
 
 
 def _mutations():
-    junk = st.one_of(st.none(), st.booleans(), st.integers(-3, 30), st.floats(allow_nan=True),
-                     st.text(max_size=8), st.lists(st.integers(), max_size=2),
-                     st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+    junk = st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-3, 30),
+        st.floats(allow_nan=True),
+        st.text(max_size=8),
+        st.lists(st.integers(), max_size=2),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    )
     field = st.sampled_from(sorted(FIELDS) + ["bogus", "version", ""])
-    return st.lists(st.tuples(st.sampled_from(["delete", "set"]), field, junk), min_size=1,
-                    max_size=4)
+    return st.lists(
+        st.tuples(st.sampled_from(["delete", "set"]), field, junk), min_size=1, max_size=4
+    )
 
 
 @settings(max_examples=60)
@@ -351,8 +381,11 @@ def test_loading_a_live_models_state_dict_shares_nothing(stage):
     source, target = model_in(stage), model_in(Stage.DORMANT)
     target.slot.germinate("tiny_mlp", **SEED)
     target.load_state_dict(source.state_dict())
-    theirs = {t.untyped_storage().data_ptr() for t in source.state_dict().values()
-              if torch.is_tensor(t) and t.numel()}
+    theirs = {
+        t.untyped_storage().data_ptr()
+        for t in source.state_dict().values()
+        if torch.is_tensor(t) and t.numel()
+    }
     mine = [t for t in target.state_dict().values() if torch.is_tensor(t) and t.numel()]
     assert mine and not any(t.untyped_storage().data_ptr() in theirs for t in mine)
     record = target.slot.get_extra_state()

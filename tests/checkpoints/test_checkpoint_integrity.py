@@ -56,8 +56,9 @@ def fresh_host() -> MultiSlotMlp:
 def content(model: nn.Module) -> dict:
     """Everything a load can change: every parameter, buffer and slot record, and each slot's
     stage and seed object."""
-    out: dict = {k: (v.detach().clone() if torch.is_tensor(v) else v)
-                 for k, v in model.state_dict().items()}
+    out: dict = {
+        k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in model.state_dict().items()
+    }
     for i, slot in enumerate(model.slots):
         out[f"<slot {i}>"] = (slot.stage, id(slot.seed), slot.alpha.clone())
     return out
@@ -80,14 +81,18 @@ def same(a: dict, b: dict) -> bool:
 
 
 def saved_state(model: nn.Module) -> dict:
-    return {k: (v.detach().clone() if torch.is_tensor(v) else v)
-            for k, v in model.state_dict().items()}
+    return {
+        k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in model.state_dict().items()
+    }
 
 
 def state_equal(state: dict, saved: dict) -> bool:
     return state.keys() == saved.keys() and all(
         (torch.is_tensor(v) and v.dtype == saved[k].dtype and torch.equal(v, saved[k]))
-        if torch.is_tensor(saved[k]) else v == saved[k] for k, v in state.items())
+        if torch.is_tensor(saved[k])
+        else v == saved[k]
+        for k, v in state.items()
+    )
 
 
 # ---- files from before the digest, and files any torch reads --------------------------------
@@ -174,8 +179,9 @@ def test_a_non_tensor_where_a_tensor_belongs_changes_nothing(tmp_path):
     torch.save(state, tmp_path / "odd.pt")
     target = two_slot_host(seed=1)
     before = content(target)
-    with pytest.raises(CheckpointError, match="'slots.1.seed.up.weight' is a int in the "
-                       "checkpoint, not a tensor"):
+    with pytest.raises(
+        CheckpointError, match="'slots.1.seed.up.weight' is a int in the checkpoint, not a tensor"
+    ):
         es.load_checkpoint(target, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="not a tensor"):
         target.load_state_dict(state)
@@ -189,10 +195,25 @@ def _digest(value) -> str:
     return integrity.digest_values([value], workers=1)[0]
 
 
-DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int8, torch.uint8,
-          torch.int16, torch.int32, torch.int64, torch.bool, torch.complex64, torch.complex128]
-DTYPES += [d for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "uint16", None))
-           if d is not None]
+DTYPES = [
+    torch.float32,
+    torch.float64,
+    torch.float16,
+    torch.bfloat16,
+    torch.int8,
+    torch.uint8,
+    torch.int16,
+    torch.int32,
+    torch.int64,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+]
+DTYPES += [
+    d
+    for d in (getattr(torch, "float8_e4m3fn", None), getattr(torch, "uint16", None))
+    if d is not None
+]
 
 
 def _tensor(dtype, shape) -> torch.Tensor:
@@ -237,12 +258,24 @@ def test_large_non_contiguous_and_blocked_tensors_match_in_place_ones(monkeypatc
     assert _digest(t.t()[:, None]) == _digest(t.t()[:, None].contiguous())
 
 
-@pytest.mark.parametrize("a,b", [
-    (0.1, 0.1 + 2**-56), (1, True), (0, False), (1, 1.0), ([1, 2], (1, 2)), ("1", 1),
-    ({"a": 1}, {"a": 1.0}), ({"a": 1, "b": 2}, {"b": 2, "a": 1}), (None, "None"),
-    (b"ab", "ab"), ({"k": [1, {"x": 0.5}]}, {"k": [1, {"x": 0.25}]}), (torch.float32, "float32"),
-    (float("nan"), -float("nan")),
-])
+@pytest.mark.parametrize(
+    "a,b",
+    [
+        (0.1, 0.1 + 2**-56),
+        (1, True),
+        (0, False),
+        (1, 1.0),
+        ([1, 2], (1, 2)),
+        ("1", 1),
+        ({"a": 1}, {"a": 1.0}),
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),
+        (None, "None"),
+        (b"ab", "ab"),
+        ({"k": [1, {"x": 0.5}]}, {"k": [1, {"x": 0.25}]}),
+        (torch.float32, "float32"),
+        (float("nan"), -float("nan")),
+    ],
+)
 def test_records_are_digested_exactly(a, b):
     assert _digest(a) != _digest(b)
     assert _digest(a) == _digest(a) and _digest({"r": a}) != _digest({"r": b})
@@ -253,11 +286,14 @@ def test_quantized_sparse_and_other_values_are_verified_through_a_file(tmp_path)
     torch.manual_seed(0)
     state = {
         "q": torch.quantize_per_tensor(torch.randn(4, 4), 0.1, 3, torch.qint8),
-        "qc": torch.quantize_per_channel(torch.randn(4, 4), torch.rand(4) + 0.1,
-                                         torch.arange(4), 0, torch.qint8),
+        "qc": torch.quantize_per_channel(
+            torch.randn(4, 4), torch.rand(4) + 0.1, torch.arange(4), 0, torch.qint8
+        ),
         "coo": torch.randn(4, 4).relu().to_sparse(),
         "csr": torch.randn(4, 4).relu().to_sparse_csr(),
-        "size": torch.Size([2, 3]), "dtype": torch.float16, "set": {1, 2},
+        "size": torch.Size([2, 3]),
+        "dtype": torch.float16,
+        "set": {1, 2},
     }
     path = es.save_checkpoint(state, tmp_path / "s.pt")
     got = es.read_checkpoint(path)
@@ -271,8 +307,7 @@ def test_quantized_sparse_and_other_values_are_verified_through_a_file(tmp_path)
 
 def test_threads_give_the_same_digests():
     values = [torch.randn(1 << 20), {"rec": 1}, torch.randn(300, 300).t(), torch.zeros(0)]
-    assert integrity.digest_values(values, workers=2) == integrity.digest_values(values,
-                                                                                workers=1)
+    assert integrity.digest_values(values, workers=2) == integrity.digest_values(values, workers=1)
 
 
 def test_a_changed_tensor_or_record_is_refused_naming_the_first_damaged_entry(tmp_path):
@@ -289,21 +324,34 @@ def test_a_changed_tensor_or_record_is_refused_naming_the_first_damaged_entry(tm
         return lambda raw: raw[key].view(-1)[3].add_(1e-6)
 
     cases = {
-        "tensor.pt": (bump("slots.0.seed.fc2.weight"),
-                      "entry 'slots.0.seed.fc2.weight' does not match its sha256 digest"),
-        "two.pt": (lambda raw: (bump("slots.1.seed.up.weight")(raw), bump("layers.0.bias")(raw)),
-                   "entry 'layers.0.bias' does not match its sha256 digest (and 1 more)"),
-        "record.pt": (lambda raw: raw["slots.0._extra_state"].update(alpha_steps_done=4),
-                      "entry 'slots.0._extra_state' does not match"),
-        "dtype.pt": (lambda raw: raw.__setitem__("layers.1.weight",
-                                                 raw["layers.1.weight"].double()),
-                     "entry 'layers.1.weight' does not match"),
-        "missing.pt": (lambda raw: raw.pop("slots.1.seed.down.weight"),
-                       "entry 'slots.1.seed.down.weight' is missing"),
-        "added.pt": (lambda raw: raw.__setitem__("extra", torch.zeros(1)),
-                     "entry 'extra' is not in the digest"),
-        "versions.pt": (lambda raw: raw._metadata["layers.0"].update(version=7),
-                        "<_metadata> (module versions) does not match"),
+        "tensor.pt": (
+            bump("slots.0.seed.fc2.weight"),
+            "entry 'slots.0.seed.fc2.weight' does not match its sha256 digest",
+        ),
+        "two.pt": (
+            lambda raw: (bump("slots.1.seed.up.weight")(raw), bump("layers.0.bias")(raw)),
+            "entry 'layers.0.bias' does not match its sha256 digest (and 1 more)",
+        ),
+        "record.pt": (
+            lambda raw: raw["slots.0._extra_state"].update(alpha_steps_done=4),
+            "entry 'slots.0._extra_state' does not match",
+        ),
+        "dtype.pt": (
+            lambda raw: raw.__setitem__("layers.1.weight", raw["layers.1.weight"].double()),
+            "entry 'layers.1.weight' does not match",
+        ),
+        "missing.pt": (
+            lambda raw: raw.pop("slots.1.seed.down.weight"),
+            "entry 'slots.1.seed.down.weight' is missing",
+        ),
+        "added.pt": (
+            lambda raw: raw.__setitem__("extra", torch.zeros(1)),
+            "entry 'extra' is not in the digest",
+        ),
+        "versions.pt": (
+            lambda raw: raw._metadata["layers.0"].update(version=7),
+            "<_metadata> (module versions) does not match",
+        ),
     }
     for name, (edit, message) in cases.items():
         bad = edited(name, edit)
@@ -318,10 +366,12 @@ def test_a_changed_tensor_or_record_is_refused_naming_the_first_damaged_entry(tm
 
 def test_a_malformed_or_future_digest_is_refused(tmp_path):
     path = es.save_checkpoint(two_slot_host(), tmp_path / "m.pt")
-    for change, message in [({"algorithm": "md4"}, "its hash 'md4' is not one of"),
-                            ({"format": 2}, "its format is 2"),
-                            ({"entries": [1]}, "its entries are not a dict"),
-                            ({"metadata": None}, "its metadata digest is not a str")]:
+    for change, message in [
+        ({"algorithm": "md4"}, "its hash 'md4' is not one of"),
+        ({"format": 2}, "its format is 2"),
+        ({"entries": [1]}, "its entries are not a dict"),
+        ({"metadata": None}, "its metadata digest is not a str"),
+    ]:
         raw = torch.load(path, weights_only=True)
         raw._metadata[integrity.DIGEST_KEY].update(change)
         torch.save(raw, tmp_path / "bad.pt")
@@ -355,8 +405,11 @@ def test_errors_name_the_file_and_the_cause(tmp_path):
     damaged[pickle_at + 40] ^= 0xFF
     (tmp_path / "folder.pt").mkdir()
     files = {
-        "truncated.pt": (good[:len(good) // 2], "has no readable end (truncated",
-                         zipfile.BadZipFile),
+        "truncated.pt": (
+            good[: len(good) // 2],
+            "has no readable end (truncated",
+            zipfile.BadZipFile,
+        ),
         "empty.pt": (b"", "EOFError: the file ends early", EOFError),
         "pickle.pt": (bytes(damaged), "Bad CRC-32", zipfile.BadZipFile),
         "member.pt": (_without_member(good, "archive/data/3"), "data/3", RuntimeError),
@@ -394,7 +447,7 @@ KINDS = ("truncated", "overwritten", "random", "member removed")
 
 def _mutate(good: bytes, kind: str, rng: random.Random) -> bytes:
     if kind == "truncated":
-        return good[:rng.randrange(len(good))]
+        return good[: rng.randrange(len(good))]
     if kind == "overwritten":
         data = bytearray(good)
         for _ in range(rng.randint(1, 8)):
@@ -437,7 +490,8 @@ def fuzz(per_kind: int, seed: int = 27, kinds=KINDS) -> collections.Counter:
                     raise AssertionError(f"{kind}: {type(err).__name__}: {err}") from err
                 else:
                     assert not changed and state_equal(saved_state(target), saved), (
-                        f"{kind}: a mutation that changed the data loaded")
+                        f"{kind}: a mutation that changed the data loaded"
+                    )
                     outcomes[kind, "loaded intact", changed] += 1
     return outcomes
 
@@ -456,8 +510,10 @@ def main(argv: list[str]) -> None:
     per_kind = int(argv[0]) if argv else 100
     seed = int(argv[1]) if len(argv) > 1 else 27
     outcomes = fuzz(per_kind, seed)
-    print(f"{per_kind} files of each kind (seed {seed}); data changed = an unchecked torch.load "
-          "fails or reads other data")
+    print(
+        f"{per_kind} files of each kind (seed {seed}); data changed = an unchecked torch.load "
+        "fails or reads other data"
+    )
     print("| mutation | outcome | data changed | files |\n|---|---|---|---|")
     for (kind, outcome, changed), n in sorted(outcomes.items()):
         print(f"| {kind} | {outcome} | {'yes' if changed else 'no'} | {n} |")

@@ -16,8 +16,9 @@ from torch import nn
 import esper_slot as es
 from esper_slot import BlendMode, CheckpointError, SeedSlot, Stage
 
-FIXTURES = json.loads((Path(__file__).parent.parent / "fixtures" / "esper-lite-v1-records.json")
-                      .read_text())
+FIXTURES = json.loads(
+    (Path(__file__).parent.parent / "fixtures" / "esper-lite-v1-records.json").read_text()
+)
 RECORDS = FIXTURES["records"]
 ENUMS = FIXTURES["enums"]
 CHANNELS = 16
@@ -32,8 +33,11 @@ def topology_of(name: str) -> str:
 
 
 def migrate(name: str) -> dict:
-    missing = {"channels": CHANNELS, "seed_factory": f"lite_norm_{topology_of(name)}",
-               "seed_kwargs": {"channels": CHANNELS}}
+    missing = {
+        "channels": CHANNELS,
+        "seed_factory": f"lite_norm_{topology_of(name)}",
+        "seed_kwargs": {"channels": CHANNELS},
+    }
     if RECORDS[name]["seed_state"] is None:
         missing = {"channels": CHANNELS, "topology": topology_of(name)}
     return es.migrate_extra_state(RECORDS[name], **missing)
@@ -83,16 +87,18 @@ EXPECTED = {  # fixture -> (stage, alpha mode, blend mode, isolation in TRAINING
     "cnn_embargoed_2_epochs": (Stage.EMBARGOED, "HOLD", BlendMode.ADD, True, True),
     "cnn_resetting": (Stage.RESETTING, "HOLD", BlendMode.ADD, True, True),
 }
-ESPER_LITE_METRICS = {"epochs_total": "epochs_total",
-                      "epochs_in_current_stage": "epochs_in_current_stage",
-                      "initial_val_accuracy": "initial_accuracy",
-                      "current_val_accuracy": "current_accuracy",
-                      "best_val_accuracy": "best_accuracy",
-                      "accuracy_at_stage_start": "accuracy_at_stage_start",
-                      "counterfactual_contribution": "counterfactual_contribution",
-                      "contribution_velocity": "contribution_velocity",
-                      "seed_gradient_norm_ratio": "seed_gradient_norm_ratio",
-                      "_blending_started": "blending_started"}
+ESPER_LITE_METRICS = {
+    "epochs_total": "epochs_total",
+    "epochs_in_current_stage": "epochs_in_current_stage",
+    "initial_val_accuracy": "initial_accuracy",
+    "current_val_accuracy": "current_accuracy",
+    "best_val_accuracy": "best_accuracy",
+    "accuracy_at_stage_start": "accuracy_at_stage_start",
+    "counterfactual_contribution": "counterfactual_contribution",
+    "contribution_velocity": "contribution_velocity",
+    "seed_gradient_norm_ratio": "seed_gradient_norm_ratio",
+    "_blending_started": "blending_started",
+}
 
 
 def test_every_fixture_is_covered():
@@ -116,8 +122,11 @@ def test_fixture_migrates_loads_and_round_trips(name):
         fresh.germinate("lite_norm_cnn", blend=BlendMode.GATE, seed_kwargs={"channels": CHANNELS})
     fresh.load_state_dict(slot.state_dict())
     assert fresh.get_extra_state() == record
-    x = torch.randn(2, CHANNELS, 3, 3) if topology_of(name) == "cnn" else torch.randn(
-        2, 5, CHANNELS)
+    x = (
+        torch.randn(2, CHANNELS, 3, 3)
+        if topology_of(name) == "cnn"
+        else torch.randn(2, 5, CHANNELS)
+    )
     assert torch.equal(fresh(x), slot(x))
 
 
@@ -125,8 +134,10 @@ def test_fixture_migrates_loads_and_round_trips(name):
 def test_mid_ramp_fixture_continues_esper_lites_alpha_sequence(name):
     slot = loaded(name)
     ctrl = RECORDS[name]["seed_state"]["alpha_controller"]
-    want = [esper_lite_alpha(ctrl, done)
-            for done in range(ctrl["alpha_steps_done"] + 1, ctrl["alpha_steps_total"] + 1)]
+    want = [
+        esper_lite_alpha(ctrl, done)
+        for done in range(ctrl["alpha_steps_done"] + 1, ctrl["alpha_steps_total"] + 1)
+    ]
     got = [slot.step() for _ in want]
     assert all(abs(a - b) <= 1e-12 for a, b in zip(got, want)), (got, want)
     assert got[-1] == ctrl["alpha_target"] and slot.alpha_mode == "HOLD"
@@ -154,8 +165,7 @@ def test_what_esper_lite_does_not_store_must_be_passed():
     with pytest.raises(CheckpointError, match="unexpected arguments \\['colour'\\]"):
         es.migrate_extra_state(record, channels=CHANNELS, seed_factory="x", colour="red")
     with pytest.raises(CheckpointError, match="contradicts the record's 'cnn'"):
-        es.migrate_extra_state(record, channels=CHANNELS, seed_factory="x",
-                               topology="transformer")
+        es.migrate_extra_state(record, channels=CHANNELS, seed_factory="x", topology="transformer")
 
 
 @pytest.mark.parametrize("stage", ["GERMINATED", "UNKNOWN"])
@@ -167,10 +177,13 @@ def test_stages_without_a_counterpart_are_named(stage):
 
 
 def test_a_gate_factory_makes_the_gate_rebuildable():
-    record = es.migrate_extra_state(RECORDS["cnn_blending_gate"], channels=CHANNELS,
-                                    seed_factory="lite_norm_cnn",
-                                    seed_kwargs={"channels": CHANNELS},
-                                    gate_factory="lite_gate")
+    record = es.migrate_extra_state(
+        RECORDS["cnn_blending_gate"],
+        channels=CHANNELS,
+        seed_factory="lite_norm_cnn",
+        seed_kwargs={"channels": CHANNELS},
+        gate_factory="lite_gate",
+    )
     assert (record["gate_kind"], record["gate_factory"]) == ("factory", "lite_gate")
 
 
@@ -189,11 +202,20 @@ def test_an_esper_lite_ramp_down_to_zero_is_a_scheduled_prune():
     prune that ends in PRUNED."""
     record = copy.deepcopy(RECORDS["cnn_blending_done"])
     ctrl = record["seed_state"]["alpha_controller"]
-    ctrl.update({"alpha_mode": ENUMS["AlphaMode"]["DOWN"], "alpha_start": 1.0,
-                 "alpha_target": 0.0, "alpha_steps_total": 4, "alpha_steps_done": 2,
-                 "alpha_curve": ENUMS["AlphaCurve"]["LINEAR"], "alpha": 0.5})
-    migrated = es.migrate_extra_state(record, channels=CHANNELS, seed_factory="lite_norm_cnn",
-                                      seed_kwargs={"channels": CHANNELS})
+    ctrl.update(
+        {
+            "alpha_mode": ENUMS["AlphaMode"]["DOWN"],
+            "alpha_start": 1.0,
+            "alpha_target": 0.0,
+            "alpha_steps_total": 4,
+            "alpha_steps_done": 2,
+            "alpha_curve": ENUMS["AlphaCurve"]["LINEAR"],
+            "alpha": 0.5,
+        }
+    )
+    migrated = es.migrate_extra_state(
+        record, channels=CHANNELS, seed_factory="lite_norm_cnn", seed_kwargs={"channels": CHANNELS}
+    )
     assert migrated["prune_scheduled"] is True
     slot = SeedSlot(CHANNELS, "cnn")
     slot.set_extra_state(migrated)
@@ -201,14 +223,17 @@ def test_an_esper_lite_ramp_down_to_zero_is_a_scheduled_prune():
     assert slot.step() == 0.0 and slot.stage is Stage.PRUNED
 
 
-@pytest.mark.parametrize("corrupt", [
-    lambda r: r["seed_state"].pop("alpha_controller"),
-    lambda r: r.pop("isolate_gradients"),
-    lambda r: r.__setitem__("seed_state", [1, 2]),
-    lambda r: r["seed_state"]["alpha_controller"].__setitem__("alpha_steps_done", "3"),
-    lambda r: r.__setitem__("isolate_gradients", "yes"),
-    lambda r: r.__setitem__("resolved_topology", "rnn"),
-])
+@pytest.mark.parametrize(
+    "corrupt",
+    [
+        lambda r: r["seed_state"].pop("alpha_controller"),
+        lambda r: r.pop("isolate_gradients"),
+        lambda r: r.__setitem__("seed_state", [1, 2]),
+        lambda r: r["seed_state"]["alpha_controller"].__setitem__("alpha_steps_done", "3"),
+        lambda r: r.__setitem__("isolate_gradients", "yes"),
+        lambda r: r.__setitem__("resolved_topology", "rnn"),
+    ],
+)
 def test_malformed_esper_lite_records_raise_checkpoint_error(corrupt):
     record = copy.deepcopy(RECORDS["cnn_blending_add_midramp"])
     corrupt(record)
@@ -224,16 +249,20 @@ def test_esper_lites_metrics_are_migrated(name):
         assert getattr(metrics, our_name) == theirs[their_name], our_name
 
 
-@pytest.mark.parametrize("name", ["cnn_pruned", "cnn_embargoed", "cnn_embargoed_2_epochs",
-                                  "cnn_resetting"])
+@pytest.mark.parametrize(
+    "name", ["cnn_pruned", "cnn_embargoed", "cnn_embargoed_2_epochs", "cnn_resetting"]
+)
 def test_the_cooldown_continues_as_esper_lite_counts_it(name):
     """esper-lite's step_epoch: PRUNED -> EMBARGOED (no tick), 5 ticks, RESETTING, 1 tick,
     DORMANT; germinate is refused until then."""
     slot = loaded(name)
     state = RECORDS[name]["seed_state"]
     stage, done = slot.stage, state["metrics"]["epochs_in_current_stage"]
-    expected_left = {Stage.PRUNED: 1 + 5 + 1, Stage.EMBARGOED: 5 - done + 1,
-                     Stage.RESETTING: 1 - done}[stage]
+    expected_left = {
+        Stage.PRUNED: 1 + 5 + 1,
+        Stage.EMBARGOED: 5 - done + 1,
+        Stage.RESETTING: 1 - done,
+    }[stage]
     assert slot.embargo_epochs == 5 and slot.cooldown_epochs_left() == expected_left
     for left in range(expected_left, 0, -1):
         with pytest.raises(es.LifecycleError, match=f"{left} more step_epoch"):
@@ -251,5 +280,6 @@ def test_a_built_in_blueprint_rebuilds_esper_lites_seed(name):
     assert record["seed_factory"] == RECORDS[name]["seed_state"]["blueprint_id"] == "norm"
     slot = SeedSlot(CHANNELS, topology_of(name))
     slot.set_extra_state(record)
-    assert type(slot.seed).__name__ == ("NormSeed" if topology_of(name) == "cnn"
-                                        else "TransformerNormSeed")
+    assert type(slot.seed).__name__ == (
+        "NormSeed" if topology_of(name) == "cnn" else "TransformerNormSeed"
+    )

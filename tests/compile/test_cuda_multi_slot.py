@@ -21,8 +21,9 @@ MODES = list(BlendMode)
 
 pytestmark = [
     pytest.mark.cuda,
-    pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(),
-                       reason="needs a CUDA GPU"),
+    pytest.mark.skipif(
+        DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU"
+    ),
 ]
 
 
@@ -57,8 +58,9 @@ def test_four_cnn_slots_through_their_lifecycles():
     """Four slots, one per blend mode plus a second ADD, walked one transition at a time from
     empty through TRAINING, BLENDING (a ramp, then set_alpha) to FOSSILIZED, and a prune: compiled
     == eager after each, no graph breaks, and the stage changes compile nothing."""
-    twins = Twins(MultiSlotCnn(n_slots=4).to(DEVICE),
-                  torch.randn(4, 3, 16, 16, device=DEVICE), slot_inductor)
+    twins = Twins(
+        MultiSlotCnn(n_slots=4).to(DEVICE), torch.randn(4, 3, 16, 16, device=DEVICE), slot_inductor
+    )
     twins.check()
     for i in range(4):
         twins.germinate(i, conv_seed().to(DEVICE), blend=MODES[i % 3])
@@ -78,7 +80,11 @@ def test_four_cnn_slots_through_their_lifecycles():
     twins.check()
     assert counters["stats"]["unique_graphs"] == graphs, "a stage change recompiled"
     assert [s.stage for s in slots_of(twins.inner)] == [
-        Stage.FOSSILIZED, Stage.BLENDING, Stage.BLENDING, Stage.TRAINING]
+        Stage.FOSSILIZED,
+        Stage.BLENDING,
+        Stage.BLENDING,
+        Stage.TRAINING,
+    ]
     twins.both(lambda s: s[2].prune())
     twins.check()
     assert not counters["graph_break"]

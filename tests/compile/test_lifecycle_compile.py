@@ -22,8 +22,11 @@ def test_default_isolation_switch_retarget_and_scheduled_prune_add_no_graph():
     structure and mode: the stage, the isolation switch and every alpha change are buffers."""
     torch.manual_seed(0)
     backend = CountingBackend()
-    twins = Twins(MultiSlotMlp(n_slots=3, channels=4), torch.randn(2, 3, 4),
-                  lambda m: torch.compile(m, fullgraph=True, backend=backend))
+    twins = Twins(
+        MultiSlotMlp(n_slots=3, channels=4),
+        torch.randn(2, 3, 4),
+        lambda m: torch.compile(m, fullgraph=True, backend=backend),
+    )
     for i, mode in enumerate([BlendMode.ADD, BlendMode.MULTIPLY, BlendMode.GATE]):
         twins.germinate(i, nn.Sequential(nn.Linear(4, 4), nn.Tanh()), blend=mode)
     twins.check()
@@ -53,8 +56,11 @@ def test_default_isolation_switch_retarget_and_scheduled_prune_add_no_graph():
     assert slots_of(twins.eager)[1].alpha_mode == "DOWN"
     assert backend.graphs == seeded  # no transition so far compiled anything new
     twins.both(lambda s: [slot.step() for slot in s[:2]])  # slot 1 reaches 0: pruned
-    assert [s.stage for s in slots_of(twins.inner)] == [Stage.BLENDING, Stage.PRUNED,
-                                                        Stage.BLENDING]
+    assert [s.stage for s in slots_of(twins.inner)] == [
+        Stage.BLENDING,
+        Stage.PRUNED,
+        Stage.BLENDING,
+    ]
     twins.check()
     assert slots_of(twins.eager)[0].alpha.item() == pytest.approx(0.4)
     twins.both(lambda s: s[2].fossilize())
@@ -65,8 +71,11 @@ def test_default_isolation_switch_retarget_and_scheduled_prune_add_no_graph():
 
 def test_scheduled_prune_freezes_the_seed_under_compile():
     torch.manual_seed(0)
-    twins = Twins(MultiSlotMlp(n_slots=2, channels=4), torch.randn(2, 3, 4),
-                  lambda m: torch.compile(m, fullgraph=True, backend="aot_eager"))
+    twins = Twins(
+        MultiSlotMlp(n_slots=2, channels=4),
+        torch.randn(2, 3, 4),
+        lambda m: torch.compile(m, fullgraph=True, backend="aot_eager"),
+    )
     for i in range(2):
         twins.germinate(i, nn.Linear(4, 4), blend=BlendMode.MULTIPLY)
     twins.both(lambda s: [slot.start_blending(0) for slot in s])

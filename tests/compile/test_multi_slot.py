@@ -97,8 +97,11 @@ def test_tiny_gpt_with_a_slot_per_block_matches_eager():
 
 
 @pytest.mark.backend_independent
-@pytest.mark.parametrize("compile_fn", [plain_compile(recompile_limit=32), slot_compile()],
-                         ids=["torch.compile", "esper_slot.compile"])
+@pytest.mark.parametrize(
+    "compile_fn",
+    [plain_compile(recompile_limit=32), slot_compile()],
+    ids=["torch.compile", "esper_slot.compile"],
+)
 def test_graph_budget_with_four_slots(compile_fn):
     """0 new graphs for stage advances, step() and set_alpha() of 4 slots one at a time; at most
     one per train/eval mode for each germinate and prune."""
@@ -152,8 +155,11 @@ def test_long_six_slot_run_under_torch_defaults():
     only triple the compile time here, and the other tests run it.)"""
     assert torch._dynamo.config.recompile_limit == 8  # torch's default, untouched
     backend = CountingBackend("eager")
-    twins = Twins(MultiSlotCnn(n_slots=6), torch.randn(2, 3, 6, 6),
-                  lambda m: esper_slot.compile(m, fullgraph=True, backend=backend))
+    twins = Twins(
+        MultiSlotCnn(n_slots=6),
+        torch.randn(2, 3, 6, 6),
+        lambda m: esper_slot.compile(m, fullgraph=True, backend=backend),
+    )
     checks = 0
 
     def check():
@@ -186,8 +192,7 @@ def test_long_six_slot_run_under_torch_defaults():
     assert backend.graphs == graphs() == 2 * structures  # a train and an eval graph each
     assert twins.compiled.structures_compiled == structures
     assert not counters["graph_break"]
-    assert [s.stage.name for s in slots_of(twins.inner)] == (
-        ["FOSSILIZED"] * 2 + ["BLENDING"] * 4)
+    assert [s.stage.name for s in slots_of(twins.inner)] == (["FOSSILIZED"] * 2 + ["BLENDING"] * 4)
 
 
 @pytest.mark.backend_independent
@@ -195,8 +200,9 @@ def test_budget_error_names_the_fix_before_torch_fails():
     """One structure needing more graphs than the limit (new input shapes on every call): our
     error, not torch's FailOnRecompileLimitHit, and the call changes nothing."""
     model = MultiSlotCnn(n_slots=2)
-    compiled = esper_slot.compile(model, fullgraph=True, backend="aot_eager", dynamic=False,
-                                  recompile_limit=2)
+    compiled = esper_slot.compile(
+        model, fullgraph=True, backend="aot_eager", dynamic=False, recompile_limit=2
+    )
     compiled(torch.randn(2, 3, 6, 6))
     compiled(torch.randn(2, 3, 7, 7))
     compiled(torch.randn(2, 3, 6, 6))  # still fits a compiled graph: no error
@@ -215,8 +221,7 @@ def test_compile_wrapper_is_the_model_for_attributes_and_state_dicts():
     assert esper_slot.checkpoint.unwrap(compiled) is model
     keys = set(compiled.state_dict())
     assert keys == {"_orig_mod." + k for k in model.state_dict()}
-    assert set(esper_slot.strip_wrapper_prefixes(compiled.state_dict())) == set(
-        model.state_dict())
+    assert set(esper_slot.strip_wrapper_prefixes(compiled.state_dict())) == set(model.state_dict())
     with pytest.raises(ValueError, match="keep_structures"):
         esper_slot.compile(model, keep_structures=0)
     with pytest.raises(ValueError, match="nn.Module"):
@@ -295,8 +300,7 @@ def test_recycled_slot_keeps_nothing_of_its_first_seed(compiled):
     slot.germinate(copy.deepcopy(second), blend=BlendMode.ADD)
     fresh.slots[1].germinate(copy.deepcopy(second), blend=BlendMode.ADD)
     assert slot.gate is None and slot.alpha.item() == 0.0 and slot.incubating.item()
-    assert (slot.alpha_mode, slot.schedule.steps_total, slot.stage) == ("HOLD", 0,
-                                                                         Stage.TRAINING)
+    assert (slot.alpha_mode, slot.schedule.steps_total, slot.stage) == ("HOLD", 0, Stage.TRAINING)
     assert slot.grad_flow.counts.tolist() == [0, 0, 0]
     assert slot.get_extra_state() == fresh.slots[1].get_extra_state()
     assert set(model.state_dict()) == set(fresh.state_dict())

@@ -26,8 +26,16 @@ from tests.support.twins import Twins, slots_of, torch_compile
 
 pytestmark = pytest.mark.backend_independent
 
-ACTIONS = ("germinate", "start_blending", "step", "set_alpha", "retarget", "schedule_prune",
-           "fossilize", "prune")
+ACTIONS = (
+    "germinate",
+    "start_blending",
+    "step",
+    "set_alpha",
+    "retarget",
+    "schedule_prune",
+    "fossilize",
+    "prune",
+)
 
 
 def allows(slot, action: str) -> bool:
@@ -52,8 +60,9 @@ class ThreeSlots(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         torch._dynamo.reset()
-        self.twins = Twins(MultiSlotMlp(n_slots=3, channels=4), torch.randn(2, 3, 4),
-                           type(self).compile_fn)
+        self.twins = Twins(
+            MultiSlotMlp(n_slots=3, channels=4), torch.randn(2, 3, 4), type(self).compile_fn
+        )
 
     def slots_allowing(self, action: str) -> list[int]:
         return [i for i, slot in enumerate(slots_of(self.twins.eager)) if allows(slot, action)]
@@ -65,25 +74,39 @@ class ThreeSlots(RuleBasedStateMachine):
         self.twins.both(lambda slots: getattr(slots[i], action)(*args))
 
     @precondition(lambda self: self.slots_allowing("germinate"))
-    @rule(data=st.data(), mode=st.sampled_from(list(BlendMode)),
-          isolate=st.sampled_from([None, True, False]))
+    @rule(
+        data=st.data(),
+        mode=st.sampled_from(list(BlendMode)),
+        isolate=st.sampled_from([None, True, False]),
+    )
     def germinate(self, data, mode, isolate):
         seed = nn.Linear(4, 4)
-        self.twins.germinate(self.pick(data, "germinate"), seed, blend=mode,
-                             isolate_gradients=isolate)
+        self.twins.germinate(
+            self.pick(data, "germinate"), seed, blend=mode, isolate_gradients=isolate
+        )
 
     @precondition(lambda self: self.slots_allowing("start_blending"))
-    @rule(data=st.data(), steps=st.integers(0, 3),
-          curve=st.sampled_from(["linear", "cosine", "sigmoid"]),
-          steepness=st.sampled_from([12.0, 3.0]), alpha_target=st.sampled_from([1.0, 0.6]),
-          isolate=st.sampled_from([None, True, False]))
+    @rule(
+        data=st.data(),
+        steps=st.integers(0, 3),
+        curve=st.sampled_from(["linear", "cosine", "sigmoid"]),
+        steepness=st.sampled_from([12.0, 3.0]),
+        alpha_target=st.sampled_from([1.0, 0.6]),
+        isolate=st.sampled_from([None, True, False]),
+    )
     def start_blending(self, data, steps, curve, steepness, alpha_target, isolate):
-        self.both(self.pick(data, "start_blending"), "start_blending", steps, curve, steepness,
-                  alpha_target, isolate)
+        self.both(
+            self.pick(data, "start_blending"),
+            "start_blending",
+            steps,
+            curve,
+            steepness,
+            alpha_target,
+            isolate,
+        )
 
     @precondition(lambda self: self.slots_allowing("retarget"))
-    @rule(data=st.data(), alpha_target=st.sampled_from([0.0, 0.3, 1.0]),
-          steps=st.integers(0, 3))
+    @rule(data=st.data(), alpha_target=st.sampled_from([0.0, 0.3, 1.0]), steps=st.integers(0, 3))
     def retarget(self, data, alpha_target, steps):
         self.both(self.pick(data, "retarget"), "retarget", alpha_target, steps)
 
@@ -116,8 +139,13 @@ class ThreeSlots(RuleBasedStateMachine):
     def refused_call(self, i, action):
         """A call the slot's stage does not allow: LifecycleError on both, nothing changed."""
         assume(i not in self.slots_allowing(action))
-        args = {"germinate": (nn.Identity(),), "start_blending": (2,), "set_alpha": (0.5,),
-                "retarget": (0.5, 2), "schedule_prune": (2,)}
+        args = {
+            "germinate": (nn.Identity(),),
+            "start_blending": (2,),
+            "set_alpha": (0.5,),
+            "retarget": (0.5, 2),
+            "schedule_prune": (2,),
+        }
         for slot in (slots_of(self.twins.eager)[i], slots_of(self.twins.inner)[i]):
             before = slot.get_extra_state()
             with pytest.raises(LifecycleError):
@@ -135,8 +163,9 @@ class ThreeSlots(RuleBasedStateMachine):
 # compiles about three times faster than aot_eager, which buys longer random walks (AOT autograd
 # of the same graphs is covered by test_multi_slot.py).
 class UnderTorchCompile(ThreeSlots):
-    compile_fn = staticmethod(lambda m: torch_compile(m, fullgraph=True, backend="eager",
-                                                      recompile_limit=64))
+    compile_fn = staticmethod(
+        lambda m: torch_compile(m, fullgraph=True, backend="eager", recompile_limit=64)
+    )
 
 
 class UnderEsperSlotCompile(ThreeSlots):
@@ -146,8 +175,9 @@ class UnderEsperSlotCompile(ThreeSlots):
 class UnderRegions(ThreeSlots):
     """Each slot its own region, with stage graphs: stage changes specialise its graph."""
 
-    compile_fn = staticmethod(lambda m: esper_slot.compile(m, regions=SeedSlot, fullgraph=True,
-                                                           backend="eager"))
+    compile_fn = staticmethod(
+        lambda m: esper_slot.compile(m, regions=SeedSlot, fullgraph=True, backend="eager")
+    )
 
 
 # Each germinate/prune compiles a train and an eval graph (about 0.3 s each here). With the
@@ -156,7 +186,6 @@ class UnderRegions(ThreeSlots):
 TestUnderTorchCompile = UnderTorchCompile.TestCase
 TestUnderTorchCompile.settings = settings(max_examples=6, stateful_step_count=12, deadline=None)
 TestUnderEsperSlotCompile = UnderEsperSlotCompile.TestCase
-TestUnderEsperSlotCompile.settings = settings(max_examples=3, stateful_step_count=12,
-                                              deadline=None)
+TestUnderEsperSlotCompile.settings = settings(max_examples=3, stateful_step_count=12, deadline=None)
 TestUnderRegions = UnderRegions.TestCase
 TestUnderRegions.settings = settings(max_examples=3, stateful_step_count=12, deadline=None)

@@ -42,9 +42,11 @@ def seed(channels=16):
 
 def gpt_twins(backend, n_blocks=4, **kwargs):
     torch.manual_seed(0)
-    return Twins(TinyGpt(n_blocks=n_blocks), torch.randint(0, 32, (2, 8)),
-                 lambda m: es.compile(m, regions=TinyGptBlock, fullgraph=True, backend=backend,
-                                      **kwargs))
+    return Twins(
+        TinyGpt(n_blocks=n_blocks),
+        torch.randint(0, 32, (2, 8)),
+        lambda m: es.compile(m, regions=TinyGptBlock, fullgraph=True, backend=backend, **kwargs),
+    )
 
 
 @pytest.mark.parametrize("stage_graphs", [True, False])
@@ -92,7 +94,11 @@ def test_regions_match_eager_through_a_staggered_lifecycle(stage_graphs):
     with es.ablated(twins.eager), es.ablated(twins.inner):  # a number override: tensor data
         event(0)
     assert [s.stage for s in slots_of(twins.inner)] == [
-        Stage.FOSSILIZED, Stage.BLENDING, Stage.PRUNED, Stage.TRAINING]
+        Stage.FOSSILIZED,
+        Stage.BLENDING,
+        Stage.PRUNED,
+        Stage.TRAINING,
+    ]
 
 
 def test_stage_graphs_keep_zero_gradients_for_an_unused_gate_network():
@@ -147,9 +153,13 @@ class Indexed(nn.Module):
 def test_a_region_that_needs_graphs_of_its_own_gets_them(caplog):
     caplog.set_level(logging.INFO, logger="esper_slot.regions")
     torch.manual_seed(0)
-    twins = Twins(Indexed(3), torch.randn(2, 3, 4),
-                  lambda m: es.compile(m, regions=IndexedBlock, fullgraph=True, backend="eager",
-                                       recompile_limit=2))
+    twins = Twins(
+        Indexed(3),
+        torch.randn(2, 3, 4),
+        lambda m: es.compile(
+            m, regions=IndexedBlock, fullgraph=True, backend="eager", recompile_limit=2
+        ),
+    )
     twins.check()  # blocks 0 and 1 fill the shared function's two entries; block 2 moves out
     twins.germinate(1, nn.Linear(4, 4))
     twins.check()
@@ -159,8 +169,9 @@ def test_a_region_that_needs_graphs_of_its_own_gets_them(caplog):
 def test_a_full_region_raises_compile_budget_error_naming_it():
     torch.manual_seed(0)
     model = MultiSlotMlp(n_slots=2)
-    step = es.compile(model, regions=SeedSlot, fullgraph=True, backend="eager",
-                      recompile_limit=2, dynamic=False)
+    step = es.compile(
+        model, regions=SeedSlot, fullgraph=True, backend="eager", recompile_limit=2, dynamic=False
+    )
     for slot in model.slots:
         slot.germinate(nn.Linear(4, 4))
     step(torch.randn(2, 3, 4))
@@ -179,8 +190,10 @@ def test_two_wrappers_do_not_make_each_others_shapes_dynamic():
         symbolic.append(any(isinstance(a, torch.SymInt) for a in example_inputs))
         return gm.forward
 
-    for make, x, make_seed in ((CnnHost, torch.randn(4, 3, 8, 8), cnn_seed),
-                               (TransformerHost, torch.randn(4, 5, 6), transformer_seed)):
+    for make, x, make_seed in (
+        (CnnHost, torch.randn(4, 3, 8, 8), cnn_seed),
+        (TransformerHost, torch.randn(4, 5, 6), transformer_seed),
+    ):
         model = make()
         model.slot.germinate(make_seed())
         for regions in ([model], None):
@@ -240,8 +253,11 @@ def test_long_staggered_run_of_six_regions_under_torch_defaults():
 
     assert torch._dynamo.config.recompile_limit == 8  # torch's default, untouched
     backend = CountingBackend("eager")
-    twins = Twins(MultiSlotCnn(n_slots=6), torch.randn(2, 3, 6, 6),
-                  lambda m: es.compile(m, regions=SeedSlot, fullgraph=True, backend=backend))
+    twins = Twins(
+        MultiSlotCnn(n_slots=6),
+        torch.randn(2, 3, 6, 6),
+        lambda m: es.compile(m, regions=SeedSlot, fullgraph=True, backend=backend),
+    )
     modes = list(BlendMode)
 
     def check():
@@ -255,8 +271,9 @@ def test_long_staggered_run_of_six_regions_under_torch_defaults():
 
     check()
     for i in range(6):
-        twins.germinate(i, nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()),
-                        blend=modes[i % 3])
+        twins.germinate(
+            i, nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()), blend=modes[i % 3]
+        )
         check()
     for i in range(6):
         transition(lambda s, i=i: s[i].start_blending(2))
@@ -265,8 +282,9 @@ def test_long_staggered_run_of_six_regions_under_torch_defaults():
         transition(lambda s, i=i: (s[i].step(), s[i].fossilize()))
     for i in (2, 3, 4):
         transition(lambda s, i=i: s[i].prune())
-        twins.germinate(i, nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()),
-                        blend=modes[(i + 1) % 3])
+        twins.germinate(
+            i, nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.GELU()), blend=modes[(i + 1) % 3]
+        )
         check()
         transition(lambda s, i=i: s[i].start_blending(0))
         transition(lambda s, i=i: s[i].schedule_prune(1))
@@ -277,4 +295,5 @@ def test_long_staggered_run_of_six_regions_under_torch_defaults():
     in_use = {r.key for r in wrapper._regions}
     assert len(wrapper._structures) <= len(in_use) + 2 and wrapper.structures_evicted > 0
     assert [s.stage.name for s in slots_of(twins.inner)] == (
-        ["FOSSILIZED"] * 2 + ["PRUNED"] * 3 + ["BLENDING"])
+        ["FOSSILIZED"] * 2 + ["PRUNED"] * 3 + ["BLENDING"]
+    )

@@ -28,7 +28,7 @@ def _batch(rank, world):
     x = torch.randn(GLOBAL_BATCH, 5, 6, generator=g)
     y = torch.randn(GLOBAL_BATCH, 5, 3, generator=g)
     per = GLOBAL_BATCH // world
-    return (x, y), (x[rank * per:(rank + 1) * per], y[rank * per:(rank + 1) * per])
+    return (x, y), (x[rank * per : (rank + 1) * per], y[rank * per : (rank + 1) * per])
 
 
 def _grads(module):
@@ -52,8 +52,9 @@ def ddp_lifecycle(rank, world, compiled):
     model = TransformerHost()
     # "esper": DDP around esper_slot.compile's wrapper (DDP's own forward is not
     # fullgraph-traceable, so the model inside it is what gets compiled)
-    wrapped = es.compile(model, fullgraph=True, backend="aot_eager") if compiled == "esper" \
-        else model
+    wrapped = (
+        es.compile(model, fullgraph=True, backend="aot_eager") if compiled == "esper" else model
+    )
     ddp = DDP(wrapped)
     diffs = {}
     model.slot.germinate(transformer_seed(), blend=es.BlendMode.MULTIPLY)  # differs per rank
@@ -139,8 +140,9 @@ def grad_flow_one_rank_frozen(rank, world):
 
 
 def test_grad_flow_from_all_ranks_reports_a_frozen_rank():
-    (local0, ok0, label0, blocked0, logs0), (local1, ok1, _label1, _blocked1, logs1) = \
-        run_ranks(grad_flow_one_rank_frozen)
+    (local0, ok0, label0, blocked0, logs0), (local1, ok1, _label1, _blocked1, logs1) = run_ranks(
+        grad_flow_one_rank_frozen
+    )
     assert local0 and not local1  # rank 0 alone looks healthy
     assert not ok0 and not ok1 and "blocked on ranks [1]" in label0 and blocked0 == 2
     assert logs0 == 1 and logs1 == 1  # rank 1's own local check warned; combined: rank 0 only
@@ -187,8 +189,9 @@ def fsdp2_blending(rank, world):
     nn.functional.mse_loss(model(xl), yl).backward()
     nn.functional.mse_loss(reference(x), y).backward()
     ref = _grads(reference)
-    diffs = [(p.grad.full_tensor() - ref[n]).abs().max().item()
-             for n, p in model.named_parameters()]
+    diffs = [
+        (p.grad.full_tensor() - ref[n]).abs().max().item() for n, p in model.named_parameters()
+    ]
     return max(diffs), len(diffs) == len(ref)
 
 

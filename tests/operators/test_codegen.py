@@ -35,16 +35,25 @@ from kernels._backend import HAS_TRITON, INTERPRET
 
 pytestmark = [
     pytest.mark.backend_independent,
-    pytest.mark.skipif(not HAS_TRITON or INTERPRET,
-                       reason="needs triton's compiler (not the interpreter)"),
+    pytest.mark.skipif(
+        not HAS_TRITON or INTERPRET, reason="needs triton's compiler (not the interpreter)"
+    ),
 ]
 
 MAX_REGISTERS = 64
 MAX_REGISTERS_F64_TANH = 192
 ARCHS = (90, 80)
 ELEMENT = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
-ELEMENT_POINTERS = ("host_ptr", "seed_ptr", "seed_input_ptr", "out_ptr", "grad_ptr",
-                    "grad_host_ptr", "grad_seed_ptr", "grad_seed_input_ptr")
+ELEMENT_POINTERS = (
+    "host_ptr",
+    "seed_ptr",
+    "seed_input_ptr",
+    "out_ptr",
+    "grad_ptr",
+    "grad_host_ptr",
+    "grad_seed_ptr",
+    "grad_seed_input_ptr",
+)
 
 
 @dataclass
@@ -67,46 +76,171 @@ def specs() -> list[Spec]:
         common = {"F64": f64, "BLOCK": 1024}
         mixed = "float32" if dtype == "bfloat16" else None  # bf16 host, float32 seed
         out += [
-            Spec("lerp.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
-                "HAS_FLAG": True, "HAS_PROBE": False, "USE_INT64": False}, scalar_loads=2,
-                label="add, slot"),
-            Spec("lerp.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
-                "HAS_FLAG": True, "HAS_PROBE": True, "USE_INT64": False}, scalar_loads=2,
-                scalar_stores=2, label="add, slot, probed"),
-            Spec("lerp.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": True, "HAS_GATE": True, "GATE_PS": True,
-                "HAS_FLAG": False, "HAS_PROBE": False, "USE_INT64": True}, mixed, scalar_loads=2,
-                label="gate, per-sample, int64"),
-            Spec("lerp.triton.bwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "HAS_GATE": False, "GATE_PS": False,
-                "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_COEF": False,
-                "USE_INT64": False}, mixed, scalar_loads=2, label="add, slot"),
-            Spec("lerp.triton.bwd_kernel", dtype, {
-                **common, "ALPHA_PS": True, "HAS_GATE": True, "GATE_PS": False,
-                "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_COEF": True,
-                "USE_INT64": True}, scalar_loads=3, scalar_stores=2,
-                label="gate, all grads, int64"),
-            Spec("multiply.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": False,
-                "USE_INT64": False}, scalar_loads=2, label="tied, slot"),
-            Spec("multiply.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "TIED": True, "HAS_FLAG": True, "HAS_PROBE": True,
-                "USE_INT64": False}, scalar_loads=2, scalar_stores=2, label="tied, slot, probed"),
-            Spec("multiply.triton.fwd_kernel", dtype, {
-                **common, "ALPHA_PS": True, "TIED": False, "HAS_FLAG": False, "HAS_PROBE": False,
-                "USE_INT64": True}, mixed, scalar_loads=1, label="seed_input, per-sample, int64"),
-            Spec("multiply.triton.bwd_kernel", dtype, {
-                **common, "ALPHA_PS": False, "TIED": True, "TIED_GRAD": True, "HAS_FLAG": True,
-                "NEED_HOST": True, "NEED_SEED": True, "NEED_SEED_INPUT": False,
-                "NEED_ALPHA": False, "USE_INT64": False}, mixed, scalar_loads=2,
-                label="tied, slot"),
-            Spec("multiply.triton.bwd_kernel", dtype, {
-                **common, "ALPHA_PS": True, "TIED": False, "TIED_GRAD": False,
-                "HAS_FLAG": True, "NEED_HOST": True, "NEED_SEED": True, "NEED_SEED_INPUT": True,
-                "NEED_ALPHA": True, "USE_INT64": True}, scalar_loads=2, scalar_stores=2,
-                label="all grads, per-sample, int64"),
+            Spec(
+                "lerp.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "HAS_GATE": False,
+                    "GATE_PS": False,
+                    "HAS_FLAG": True,
+                    "HAS_PROBE": False,
+                    "USE_INT64": False,
+                },
+                scalar_loads=2,
+                label="add, slot",
+            ),
+            Spec(
+                "lerp.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "HAS_GATE": False,
+                    "GATE_PS": False,
+                    "HAS_FLAG": True,
+                    "HAS_PROBE": True,
+                    "USE_INT64": False,
+                },
+                scalar_loads=2,
+                scalar_stores=2,
+                label="add, slot, probed",
+            ),
+            Spec(
+                "lerp.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": True,
+                    "HAS_GATE": True,
+                    "GATE_PS": True,
+                    "HAS_FLAG": False,
+                    "HAS_PROBE": False,
+                    "USE_INT64": True,
+                },
+                mixed,
+                scalar_loads=2,
+                label="gate, per-sample, int64",
+            ),
+            Spec(
+                "lerp.triton.bwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "HAS_GATE": False,
+                    "GATE_PS": False,
+                    "HAS_FLAG": True,
+                    "NEED_HOST": True,
+                    "NEED_SEED": True,
+                    "NEED_COEF": False,
+                    "USE_INT64": False,
+                },
+                mixed,
+                scalar_loads=2,
+                label="add, slot",
+            ),
+            Spec(
+                "lerp.triton.bwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": True,
+                    "HAS_GATE": True,
+                    "GATE_PS": False,
+                    "HAS_FLAG": True,
+                    "NEED_HOST": True,
+                    "NEED_SEED": True,
+                    "NEED_COEF": True,
+                    "USE_INT64": True,
+                },
+                scalar_loads=3,
+                scalar_stores=2,
+                label="gate, all grads, int64",
+            ),
+            Spec(
+                "multiply.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "TIED": True,
+                    "HAS_FLAG": True,
+                    "HAS_PROBE": False,
+                    "USE_INT64": False,
+                },
+                scalar_loads=2,
+                label="tied, slot",
+            ),
+            Spec(
+                "multiply.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "TIED": True,
+                    "HAS_FLAG": True,
+                    "HAS_PROBE": True,
+                    "USE_INT64": False,
+                },
+                scalar_loads=2,
+                scalar_stores=2,
+                label="tied, slot, probed",
+            ),
+            Spec(
+                "multiply.triton.fwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": True,
+                    "TIED": False,
+                    "HAS_FLAG": False,
+                    "HAS_PROBE": False,
+                    "USE_INT64": True,
+                },
+                mixed,
+                scalar_loads=1,
+                label="seed_input, per-sample, int64",
+            ),
+            Spec(
+                "multiply.triton.bwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": False,
+                    "TIED": True,
+                    "TIED_GRAD": True,
+                    "HAS_FLAG": True,
+                    "NEED_HOST": True,
+                    "NEED_SEED": True,
+                    "NEED_SEED_INPUT": False,
+                    "NEED_ALPHA": False,
+                    "USE_INT64": False,
+                },
+                mixed,
+                scalar_loads=2,
+                label="tied, slot",
+            ),
+            Spec(
+                "multiply.triton.bwd_kernel",
+                dtype,
+                {
+                    **common,
+                    "ALPHA_PS": True,
+                    "TIED": False,
+                    "TIED_GRAD": False,
+                    "HAS_FLAG": True,
+                    "NEED_HOST": True,
+                    "NEED_SEED": True,
+                    "NEED_SEED_INPUT": True,
+                    "NEED_ALPHA": True,
+                    "USE_INT64": True,
+                },
+                scalar_loads=2,
+                scalar_stores=2,
+                label="all grads, per-sample, int64",
+            ),
         ]
     return out
 
@@ -147,24 +281,31 @@ def compile_spec(spec: Spec, arch: int):
     types = signature(fn, spec)
     # Triton's launcher marks 16-byte-aligned pointers and multiple-of-16 sizes; torch's
     # allocations are aligned, and ``inner`` is a multiple of 16 for realistic feature maps.
-    aligned = {(i,): [["tt.divisibility", 16]] for i, (n, t) in enumerate(types.items())
-               if t.startswith("*") or n == "inner"}
-    source = triton.compiler.ASTSource(fn=fn, signature=types, constexprs=spec.constants,
-                                       attrs=aligned)
-    return triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                          options={"num_warps": 4, "enable_fp_fusion": False})
+    aligned = {
+        (i,): [["tt.divisibility", 16]]
+        for i, (n, t) in enumerate(types.items())
+        if t.startswith("*") or n == "inner"
+    }
+    source = triton.compiler.ASTSource(
+        fn=fn, signature=types, constexprs=spec.constants, attrs=aligned
+    )
+    return triton.compile(
+        source,
+        target=GPUTarget("cuda", arch, 32),
+        options={"num_warps": 4, "enable_fp_fusion": False},
+    )
 
 
 def resources(cubin: bytes) -> dict[str, int]:
     import triton
 
-    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin",
-                        "cuobjdump")
+    tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
         f.write(cubin)
         f.flush()
-        text = subprocess.run([tool, "-res-usage", f.name], capture_output=True, text=True,
-                              check=True).stdout
+        text = subprocess.run(
+            [tool, "-res-usage", f.name], capture_output=True, text=True, check=True
+        ).stdout
     return {k: int(v) for k, v in re.findall(r"\b(REG|STACK|LOCAL):(\d+)", text)}
 
 
@@ -183,8 +324,10 @@ def test_kernel_compiles_vectorised_without_spills(spec, arch):
     kernel = compile_spec(spec, arch)
     counts = accesses(kernel.asm["ptx"])
     usage = resources(kernel.asm["cubin"])
-    print(f"sm_{arch} {spec.kernel:26s} {spec.dtype:9s} {spec.label:32s} "
-          f"regs {usage['REG']:3d}  {counts}")
+    print(
+        f"sm_{arch} {spec.kernel:26s} {spec.dtype:9s} {spec.label:32s} "
+        f"regs {usage['REG']:3d}  {counts}"
+    )
     assert counts["ld_vec"] >= 1 and counts["st_vec"] >= 1
     assert counts["ld_scalar"] <= spec.scalar_loads, counts  # only coefficients and the flag
     assert counts["st_scalar"] <= spec.scalar_stores, counts  # only partial sums
@@ -196,8 +339,15 @@ def test_kernel_compiles_vectorised_without_spills(spec, arch):
 @pytest.mark.parametrize("arch", ARCHS, ids=lambda a: f"sm_{a}")
 @pytest.mark.parametrize("f64", [False, True])
 def test_coefficient_finish_kernel_compiles_without_spills(f64, arch):
-    constants = {"ALPHA_PER_SAMPLE": True, "HAS_GATE": True, "GATE_PER_SAMPLE": False,
-                 "NEED_ALPHA": True, "NEED_GATE": True, "F64": f64, "RBLOCK": 1024}
+    constants = {
+        "ALPHA_PER_SAMPLE": True,
+        "HAS_GATE": True,
+        "GATE_PER_SAMPLE": False,
+        "NEED_ALPHA": True,
+        "NEED_GATE": True,
+        "F64": f64,
+        "RBLOCK": 1024,
+    }
     spec = Spec("_coef_grad._finish_kernel", "float64" if f64 else "float32", constants)
     usage = resources(compile_spec(spec, arch).asm["cubin"])
     assert usage["LOCAL"] == 0 and usage["STACK"] == 0 and usage["REG"] <= MAX_REGISTERS, usage

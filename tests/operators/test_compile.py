@@ -22,8 +22,13 @@ def all_ops(h, s, a, gate, s_in):
 def inputs(device):
     h = torch.randn(4, 3, 8, 8, device=device).to(memory_format=torch.channels_last)
     s = torch.randn(4, 3, 8, 8, device=device)
-    return [h, s, torch.tensor(0.3, device=device), torch.rand(4, 1, 1, 1, device=device),
-            torch.randn(4, 3, 8, 8, device=device)]
+    return [
+        h,
+        s,
+        torch.tensor(0.3, device=device),
+        torch.rand(4, 1, 1, 1, device=device),
+        torch.randn(4, 3, 8, 8, device=device),
+    ]
 
 
 def test_fullgraph_matches_eager_with_zero_graph_breaks(device):
@@ -51,7 +56,8 @@ def test_alpha_changes_never_recompile(device):
     h, s, alpha, gate, _ = inputs(device)
     h.requires_grad_()
     step = torch.compile(
-        lambda h, s, a, g: kernels.blend_gate(h, s, a, g).square().sum(), fullgraph=True,
+        lambda h, s, a, g: kernels.blend_gate(h, s, a, g).square().sum(),
+        fullgraph=True,
         backend="aot_eager",
     )
     for i in range(21):  # a 20-step ramp, alpha updated in place like a slot's buffer

@@ -47,12 +47,18 @@ class GraphRecorder:
 
         from functorch.compile import make_boxed_compiler
 
-        self.backend = aot_autograd(fw_compiler=make_boxed_compiler(fw),
-                                    bw_compiler=make_boxed_compiler(bw))
+        self.backend = aot_autograd(
+            fw_compiler=make_boxed_compiler(fw), bw_compiler=make_boxed_compiler(bw)
+        )
 
     def targets(self) -> set[str]:
-        return {str(n.target) for gm in (self.forward, self.backward) if gm is not None
-                for n in gm.graph.nodes if n.op == "call_function"}
+        return {
+            str(n.target)
+            for gm in (self.forward, self.backward)
+            if gm is not None
+            for n in gm.graph.nodes
+            if n.op == "call_function"
+        }
 
     def saved(self) -> list:
         """The forward graph's extra outputs: what backward keeps."""
@@ -61,8 +67,9 @@ class GraphRecorder:
 
 
 def run(case, flag, backend):
-    compiled = torch.compile(lambda *a: case.ours(*a, incubate=flag), fullgraph=True,
-                             backend=backend)
+    compiled = torch.compile(
+        lambda *a: case.ours(*a, incubate=flag), fullgraph=True, backend=backend
+    )
     y = compiled(*case.args)
     y.float().square().sum().backward()
     return y
@@ -103,22 +110,26 @@ def test_gradcheck_through_the_compiled_graph(op, alpha):
     args = case.clone_args()
     if op == "multiply_detached":  # host's gradient omits the seed_input path by design
         host = args[0].detach()
-        compiled = torch.compile(lambda s, a: case.ours(host, s, a, incubate=flag),
-                                 backend="aot_eager", fullgraph=True)
+        compiled = torch.compile(
+            lambda s, a: case.ours(host, s, a, incubate=flag), backend="aot_eager", fullgraph=True
+        )
         assert torch.autograd.gradcheck(compiled, args[1:])
         return
-    compiled = torch.compile(lambda *a: case.ours(*a, incubate=flag), backend="aot_eager",
-                             fullgraph=True)
+    compiled = torch.compile(
+        lambda *a: case.ours(*a, incubate=flag), backend="aot_eager", fullgraph=True
+    )
     assert torch.autograd.gradcheck(compiled, args)
 
 
 def all_ops(h, s, a, gate, s_in, flag):
     """Every blend operator in one graph (one Inductor compile per dtype)."""
-    return (kernels.blend_add(h, s, a, incubate=flag),
-            kernels.blend_gate(h, s, a, gate, incubate=flag),
-            kernels.blend_multiply(h, s, a, s_in, incubate=flag),
-            kernels.blend_multiply(h, s, a, h, incubate=flag),
-            kernels.blend_multiply_detached(h, s, a, incubate=flag))
+    return (
+        kernels.blend_add(h, s, a, incubate=flag),
+        kernels.blend_gate(h, s, a, gate, incubate=flag),
+        kernels.blend_multiply(h, s, a, s_in, incubate=flag),
+        kernels.blend_multiply(h, s, a, h, incubate=flag),
+        kernels.blend_multiply_detached(h, s, a, incubate=flag),
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
@@ -134,8 +145,13 @@ def test_inductor_matches_the_float64_oracle(dtype):
     gate = cases["gate"].args[3]
     s_in = cases["multiply"].args[3]
     for op in names:  # the same tensors in every case, so one graph serves them all
-        args = {"add": (h, s, a), "gate": (h, s, a, gate), "multiply": (h, s, a, s_in),
-                "multiply_tied": (h, s, a), "multiply_detached": (h, s, a)}[op]
+        args = {
+            "add": (h, s, a),
+            "gate": (h, s, a, gate),
+            "multiply": (h, s, a, s_in),
+            "multiply_tied": (h, s, a),
+            "multiply_detached": (h, s, a),
+        }[op]
         cases[op].args = args
         index = names.index(op)
         cases[op].ours = lambda *_, i=index: compiled(h, s, a, gate, s_in, flag)[i]

@@ -45,16 +45,19 @@ def test_triton_matches_torch_path_large(dtype, per_sample, channels_last):
     pairs = [
         (lerp_triton.fwd_triton(h, s, a, g, None), lerp_torch.fwd_torch(h, s, a, g, None)),
         (lerp_triton.fwd_triton(h, s, a, None, None), lerp_torch.fwd_torch(h, s, a, None, None)),
-        (multiply_triton.fwd_triton(h, s, a, s * 0.5, None),
-         multiply_torch.fwd_torch(h, s, a, s * 0.5, None)),
+        (
+            multiply_triton.fwd_triton(h, s, a, s * 0.5, None),
+            multiply_torch.fwd_torch(h, s, a, s * 0.5, None),
+        ),
     ]
     needs = (True, True, True, True)
     lerp_args = (grad, h, s, a, g, None, s.dtype, *needs)  # no incubate flag
     for tri, ref in zip(lerp_triton.bwd_triton(*lerp_args), lerp_torch.bwd_torch(*lerp_args)):
         pairs.append((tri, ref))
     multiply_args = (grad, h, s, a, None, None, True, *needs)  # seed_input is host (tied)
-    for tri, ref in zip(multiply_triton.bwd_triton(*multiply_args),
-                        multiply_torch.bwd_torch(*multiply_args)):
+    for tri, ref in zip(
+        multiply_triton.bwd_triton(*multiply_args), multiply_torch.bwd_torch(*multiply_args)
+    ):
         pairs.append((tri, ref))
     for tri, ref in pairs:
         assert tri.stride() == ref.stride()
@@ -80,6 +83,7 @@ def test_past_int32_offsets():
     torch.testing.assert_close(y[1, tail], want, **tol(torch.bfloat16))
     del y
     (ga,) = torch.autograd.grad(kernels.blend_add(h, s, a), a, torch.ones_like(h))
-    want_ga = torch.stack([(s[i].float() - h[i].float()).sum(dtype=torch.float64)
-                           for i in range(2)]).float()
+    want_ga = torch.stack(
+        [(s[i].float() - h[i].float()).sum(dtype=torch.float64) for i in range(2)]
+    ).float()
     torch.testing.assert_close(ga.flatten(), want_ga, rtol=1e-3, atol=1e-3 * (numel / 2) ** 0.5)

@@ -26,8 +26,10 @@ from kernels.multiply.torch_path import BlendMultiplyEager
 from tests.support import reference
 from tests.support.cases import layout
 
-pytestmark = pytest.mark.skipif(kernels.active_backend("cpu") != "torch",
-                                reason="the eager CPU path runs only on the PyTorch backend")
+pytestmark = pytest.mark.skipif(
+    kernels.active_backend("cpu") != "torch",
+    reason="the eager CPU path runs only on the PyTorch backend",
+)
 
 ALPHAS = [-0.5, 0.0, 0.3, 1.0, 1.7, math.nan]
 
@@ -46,9 +48,13 @@ def test_fast_add_is_the_general_path(alpha, dtype):
     host, seed = torch.randn(4, 300, dtype=dtype), torch.randn(4, 300, dtype=dtype)
     a = torch.tensor(alpha)
     assert fast_cpu_lerp(host, seed, a, None) is not None  # the fast path took it
-    torch.testing.assert_close(fast_cpu_lerp(host, seed, a, None),
-                               native_lerp(host, seed, a, None), rtol=0, atol=0,
-                               equal_nan=True)
+    torch.testing.assert_close(
+        fast_cpu_lerp(host, seed, a, None),
+        native_lerp(host, seed, a, None),
+        rtol=0,
+        atol=0,
+        equal_nan=True,
+    )
     torch.manual_seed(1)
     y, g = grads(lambda h, s: kernels.blend_add(h, s, a), host, seed)
     torch.manual_seed(1)
@@ -105,8 +111,7 @@ def test_mixed_dense_layouts_run_natively_in_host_layout(with_gate):
     gate = torch.rand(4, 1, 1) if with_gate else None
 
     def ours(h, s, *rest):
-        return (kernels.blend_gate(h, s, a, rest[0]) if with_gate
-                else kernels.blend_add(h, s, a))
+        return kernels.blend_gate(h, s, a, rest[0]) if with_gate else kernels.blend_add(h, s, a)
 
     def general(h, s, *rest):
         return BlendLerp.apply(h, s, a, rest[0] if with_gate else None, None)
@@ -137,18 +142,24 @@ def test_eager_fallbacks_are_the_ops_path(dtype, seed_layout):
     alpha = torch.tensor([-0.2, 0.0, 0.7, 1.0]).reshape(4, 1, 1, 1)
     gate = torch.tensor([0.5, 1.3, 0.25, math.nan]).reshape(4, 1, 1, 1)
     pairs = [
-        (lambda h, s, a, g: BlendLerpEager.apply(h, s, a, g),
-         lambda h, s, a, g: BlendLerp.apply(h, s, a, g, None),
-         # float32 takes route 4b (native lerp) instead: its sums are ordered differently
-         (lambda h, s, a, g: kernels.blend_gate(h, s, a, g)) if dtype != torch.float32
-         else None),
-        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, s_in, False),
-         lambda h, s, a, g: BlendMultiply.apply(h, s, a, s_in, False, None),
-         None),  # the public call with same-layout inputs takes BlendMultiplyEagerCpu
-        (lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, None, True),
-         lambda h, s, a, g: BlendMultiply.apply(h, s, a, None, True, None),
-         (lambda h, s, a, g: kernels.blend_multiply(h, s, a, h)) if seed_layout != "channels_last"
-         else None),
+        (
+            lambda h, s, a, g: BlendLerpEager.apply(h, s, a, g),
+            lambda h, s, a, g: BlendLerp.apply(h, s, a, g, None),
+            # float32 takes route 4b (native lerp) instead: its sums are ordered differently
+            (lambda h, s, a, g: kernels.blend_gate(h, s, a, g)) if dtype != torch.float32 else None,
+        ),
+        (
+            lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, s_in, False),
+            lambda h, s, a, g: BlendMultiply.apply(h, s, a, s_in, False, None),
+            None,
+        ),  # the public call with same-layout inputs takes BlendMultiplyEagerCpu
+        (
+            lambda h, s, a, g: BlendMultiplyEager.apply(h, s, a, None, True),
+            lambda h, s, a, g: BlendMultiply.apply(h, s, a, None, True, None),
+            (lambda h, s, a, g: kernels.blend_multiply(h, s, a, h))
+            if seed_layout != "channels_last"
+            else None,
+        ),
     ]
     for eager, ops, public in pairs:
         results = []
@@ -175,12 +186,16 @@ def test_multiply_native_and_function_agree(numel, variant):
     against the float64 oracle."""
     host, seed, s_in = (torch.randn(4, numel // 4) for _ in range(3))
     a = torch.tensor(0.6)
-    call = {"tied": lambda h, s, x: kernels.blend_multiply(h, s, a, h),
-            "detached": lambda h, s, x: kernels.blend_multiply_detached(h, s, a),
-            "separate": lambda h, s, x: kernels.blend_multiply(h, s, a, x)}[variant]
-    function = {"tied": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, True),
-                "detached": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, False),
-                "separate": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, x, False)}[variant]
+    call = {
+        "tied": lambda h, s, x: kernels.blend_multiply(h, s, a, h),
+        "detached": lambda h, s, x: kernels.blend_multiply_detached(h, s, a),
+        "separate": lambda h, s, x: kernels.blend_multiply(h, s, a, x),
+    }[variant]
+    function = {
+        "tied": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, True),
+        "detached": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, None, False),
+        "separate": lambda h, s, x: BlendMultiplyEagerCpu.apply(h, s, a, x, False),
+    }[variant]
     torch.manual_seed(3)
     y, g = grads(call, host, seed, s_in)
     torch.manual_seed(3)
@@ -202,7 +217,8 @@ def test_an_open_gradient_gate_is_its_input_eagerly_and_a_closed_one_zeroes():
     assert torch.equal(gx, torch.zeros_like(x))
     # Under torch.compile the gate stays the Function (its flag is read at run time).
     closed = torch.tensor(False)
-    compiled = torch.compile(lambda t: GradientGate.apply(t, closed) * 3, fullgraph=True,
-                             backend="eager")
+    compiled = torch.compile(
+        lambda t: GradientGate.apply(t, closed) * 3, fullgraph=True, backend="eager"
+    )
     (gc,) = torch.autograd.grad(compiled(x).sum(), x)
     assert torch.equal(gc, torch.full_like(x, 3.0))

@@ -48,8 +48,9 @@ def test_gradcheck_blend_clamp_regions(op, alpha, device):
 )
 def test_gradcheck_gate(alpha, gate, geometry, device):
     shape, host_layout = geometry
-    case = make_case("gate", shape, torch.float64, device, alpha=alpha, gate=gate,
-                     host_layout=host_layout)
+    case = make_case(
+        "gate", shape, torch.float64, device, alpha=alpha, gate=gate, host_layout=host_layout
+    )
     assert gradcheck(case.ours, case.args)
 
 
@@ -76,8 +77,9 @@ def test_gradcheck_ste_host_and_exact_seed_gradient(geometry, device):
 
 def test_gradcheck_mixed_seed_dtype(device):
     """seed in float32 cast to a float64 host: the cast's gradient reaches seed in float32."""
-    case = make_case("add", (2, 3, 4), torch.float64, device, alpha="per_sample",
-                     seed_dtype=torch.float32)
+    case = make_case(
+        "add", (2, 3, 4), torch.float64, device, alpha="per_sample", seed_dtype=torch.float32
+    )
     host, seed, alpha = case.args
     y = kernels.blend_add(host, seed, alpha)
     g_seed = torch.autograd.grad(y.sum(), seed)[0]
@@ -90,7 +92,7 @@ def test_gradcheck_multiply_detached_seed_and_alpha(alpha, device):
     """host.detach() as seed_input is not a function of host alone, so host is held constant
     (its gradient is checked against the oracle in test_reference); seed and alpha are
     gradchecked."""
-    host, seed, a = make_case("multiply_detached", (2, 3, 4), torch.float64, device,
-                              alpha=alpha).args
-    assert gradcheck(lambda s, al: kernels.blend_multiply_detached(host.detach(), s, al),
-                     (seed, a))
+    host, seed, a = make_case(
+        "multiply_detached", (2, 3, 4), torch.float64, device, alpha=alpha
+    ).args
+    assert gradcheck(lambda s, al: kernels.blend_multiply_detached(host.detach(), s, al), (seed, a))

@@ -34,8 +34,15 @@ def grads_of(y, args, grad):
 @pytest.mark.parametrize("alpha", ["scalar", "per_sample"])
 @pytest.mark.parametrize("op", BLEND_OPS)
 def test_incubating_is_the_straight_through_estimator(op, alpha, host_layout, dtype, device):
-    case = make_case(op, (3, 4, 5, 6), dtype, device, alpha=alpha, host_layout=host_layout,
-                     seed_dtype=torch.float32 if dtype == torch.bfloat16 else None)
+    case = make_case(
+        op,
+        (3, 4, 5, 6),
+        dtype,
+        device,
+        alpha=alpha,
+        host_layout=host_layout,
+        seed_dtype=torch.float32 if dtype == torch.bfloat16 else None,
+    )
     host, seed = case.args[:2]
     y = call(case, torch.tensor(True, device=device))
     assert y.dtype == host.dtype and y.stride() == torch.empty_like(host).stride()
@@ -69,16 +76,14 @@ def test_gradcheck_while_blending(op, device):
     args = case.clone_args()
     if op == "multiply_detached":  # host's gradient omits the seed_input path by design
         host = args[0].detach()
-        assert torch.autograd.gradcheck(
-            lambda s, a: case.ours(host, s, a, incubate=flag), args[1:])
+        assert torch.autograd.gradcheck(lambda s, a: case.ours(host, s, a, incubate=flag), args[1:])
         return
     assert torch.autograd.gradcheck(lambda *a: case.ours(*a, incubate=flag), args)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=str)
 @pytest.mark.parametrize("op", BLEND_OPS)
-def test_non_finite_seed_is_hidden_while_incubating_and_propagated_when_blending(op, bad,
-                                                                                 device):
+def test_non_finite_seed_is_hidden_while_incubating_and_propagated_when_blending(op, bad, device):
     case = make_case(op, (2, 3, 4, 5), torch.float32, device, alpha="scalar")
     host, seed = case.args[:2]
     with torch.no_grad():
@@ -107,12 +112,15 @@ def test_buffer_alpha_keeps_only_alpha_and_the_flag(device):
     assert {storage(t) for t in saved if t is not None} <= {storage(alpha), storage(flag)}
 
 
-@pytest.mark.parametrize("bad,message", [
-    (1.0, "incubate must be None or a bool tensor, got float"),
-    (torch.tensor(1.0), "must be a 0-d or [1] torch.bool tensor, got dtype torch.float32"),
-    (torch.tensor([True, False]), "shape [2]"),
-    (torch.ones(1, 1, dtype=torch.bool), "shape [1, 1]"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (1.0, "incubate must be None or a bool tensor, got float"),
+        (torch.tensor(1.0), "must be a 0-d or [1] torch.bool tensor, got dtype torch.float32"),
+        (torch.tensor([True, False]), "shape [2]"),
+        (torch.ones(1, 1, dtype=torch.bool), "shape [1, 1]"),
+    ],
+)
 def test_bad_flags_are_refused(bad, message):
     h = torch.randn(2, 3)
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -131,7 +139,8 @@ def test_flipping_the_flag_never_recompiles(device):
 
     def step(h, s, a, flag):
         y = kernels.blend_add(h, s, a, incubate=flag) + kernels.blend_multiply(
-            h, s, a, h, incubate=flag)
+            h, s, a, h, incubate=flag
+        )
         return y.sin().sum()
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")

@@ -13,8 +13,9 @@ from tests.support.checks import assert_matches_oracle, same_layout
 @pytest.mark.parametrize("host_layout", ["contiguous", "channels_last", "permuted"])
 @pytest.mark.parametrize("op", OPS)
 def test_output_keeps_host_layout(op, host_layout, device):
-    case = make_case(op, (3, 4, 5, 6), torch.float32, device, alpha="per_sample",
-                     host_layout=host_layout)
+    case = make_case(
+        op, (3, 4, 5, 6), torch.float32, device, alpha="per_sample", host_layout=host_layout
+    )
     y = case.ours(*case.args)
     assert same_layout(y, case.args[0])
     grads = torch.autograd.grad(y, case.args, torch.randn_like(y))
@@ -24,11 +25,19 @@ def test_output_keeps_host_layout(op, host_layout, device):
 
 
 @pytest.mark.parametrize("op", OPS)
-@pytest.mark.parametrize("host_layout,seed_layout", [("channels_last", "contiguous"),
-                                                     ("contiguous", "permuted")])
+@pytest.mark.parametrize(
+    "host_layout,seed_layout", [("channels_last", "contiguous"), ("contiguous", "permuted")]
+)
 def test_seed_in_another_layout(op, host_layout, seed_layout, device):
-    case = make_case(op, (3, 4, 5, 6), torch.float32, device, alpha="per_sample",
-                     host_layout=host_layout, seed_layout=seed_layout)
+    case = make_case(
+        op,
+        (3, 4, 5, 6),
+        torch.float32,
+        device,
+        alpha="per_sample",
+        host_layout=host_layout,
+        seed_layout=seed_layout,
+    )
     assert same_layout(case.ours(*case.args), case.args[0])
     assert_matches_oracle(case, torch.randn(3, 4, 5, 6, device=device))
 
@@ -36,8 +45,7 @@ def test_seed_in_another_layout(op, host_layout, seed_layout, device):
 @pytest.mark.parametrize("op", OPS)
 def test_batch_not_outermost_with_per_sample_alpha(op, device):
     """A [B, T] host stored transposed: samples are not contiguous runs of memory."""
-    case = make_case(op, (6, 70), torch.float32, device, alpha="per_sample",
-                     host_layout="permuted")
+    case = make_case(op, (6, 70), torch.float32, device, alpha="per_sample", host_layout="permuted")
     assert case.args[0].stride() == (1, 6)
     assert_matches_oracle(case, torch.randn(6, 70, device=device))
 
@@ -46,8 +54,14 @@ def test_batch_not_outermost_with_per_sample_alpha(op, device):
 def test_non_dense_host(op, device):
     """A sliced (gapped) host and a broadcast (stride-0) gradient work too."""
     case = make_case(op, (4, 6, 10), torch.float32, device, alpha="per_sample")
-    sliced = tuple(t[:, :, ::2] if t.dim() == 3 and t.shape[-1] == 10 else t.reshape(4, 1, 1)
-                   if t.numel() == 4 else t for t in (a.detach() for a in case.args))
+    sliced = tuple(
+        t[:, :, ::2]
+        if t.dim() == 3 and t.shape[-1] == 10
+        else t.reshape(4, 1, 1)
+        if t.numel() == 4
+        else t
+        for t in (a.detach() for a in case.args)
+    )
     sliced = tuple(t.requires_grad_() for t in sliced)
     case.args = sliced
     assert_matches_oracle(case, torch.ones(1, device=device).expand(4, 6, 5))
@@ -56,8 +70,7 @@ def test_non_dense_host(op, device):
 @pytest.mark.parametrize("shape", [(0,), (0, 3), (2, 0, 4)])
 @pytest.mark.parametrize("op", OPS)
 def test_empty_tensors(op, shape, device):
-    case = make_case(op, shape, torch.float32, device,
-                     alpha="per_sample" if shape[0] else "scalar")
+    case = make_case(op, shape, torch.float32, device, alpha="per_sample" if shape[0] else "scalar")
     y = case.ours(*case.args)
     assert y.shape == shape
     grads = torch.autograd.grad(y.sum(), case.args)
@@ -86,9 +99,12 @@ def test_identity_seed_passes_host_twice(device):
     """A seed that returns host itself (nn.Identity) is the same tensor in two inputs."""
     host = torch.randn(3, 4, device=device, dtype=torch.float64, requires_grad=True)
     alpha = torch.tensor(0.3, device=device, dtype=torch.float64)
-    for fn in (lambda h: kernels.ste(h, h), lambda h: kernels.blend_add(h, h, alpha),
-               lambda h: kernels.blend_multiply(h, h, alpha, h),
-               lambda h: kernels.blend_gate(h, h, alpha, alpha)):
+    for fn in (
+        lambda h: kernels.ste(h, h),
+        lambda h: kernels.blend_add(h, h, alpha),
+        lambda h: kernels.blend_multiply(h, h, alpha, h),
+        lambda h: kernels.blend_gate(h, h, alpha, alpha),
+    ):
         (g,) = torch.autograd.grad(fn(host).sum(), host)
         want = 2.0 if fn(host).data_ptr() == host.data_ptr() else 1.0  # ste: g to both inputs
         torch.testing.assert_close(g, torch.full_like(host, want))
@@ -102,8 +118,9 @@ def test_ste_copy_is_fresh_and_accepts_in_place_ops(device):
     assert y.data_ptr() != host.data_ptr() and y.stride() == host.stride()
     assert torch.equal(y, host)
     z = torch.relu_(y * 1)  # an in-place consumer
-    g_host, g_seed = torch.autograd.grad(kernels.ste(host, seed, copy=True).relu_().sum(),
-                                         (host, seed))
+    g_host, g_seed = torch.autograd.grad(
+        kernels.ste(host, seed, copy=True).relu_().sum(), (host, seed)
+    )
     assert torch.equal(g_host, (host > 0).float()) and torch.equal(g_seed, g_host)
     assert z.shape == host.shape
     with pytest.raises(ValueError, match="copy must be a bool"):

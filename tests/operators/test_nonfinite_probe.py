@@ -17,8 +17,9 @@ from tests.support.cases import layout
 
 OPS = {
     "add": lambda h, s, a, **kw: kernels.blend_add(h, s, a, **kw),
-    "gate": lambda h, s, a, **kw: kernels.blend_gate(h, s, a, torch.rand(h.shape[0], 1, 1, 1,
-                                                                         device=h.device), **kw),
+    "gate": lambda h, s, a, **kw: kernels.blend_gate(
+        h, s, a, torch.rand(h.shape[0], 1, 1, 1, device=h.device), **kw
+    ),
     "multiply": lambda h, s, a, **kw: kernels.blend_multiply(h, s, a, h, **kw),
     "multiply_detached": lambda h, s, a, **kw: kernels.blend_multiply_detached(h, s, a, **kw),
 }
@@ -47,8 +48,11 @@ def test_probe_is_set_exactly_when_the_seed_is_not_finite(op, flag, dtype, devic
     if op != "gate":
         assert torch.equal(with_probe, plain)  # probing changes no result
     assert clean.item() == 0
-    for index, value in [((0, 0, 0, 0), math.nan), ((2, 3, 6, 12), math.inf),
-                         ((1, 2, 3, 4), -math.inf)]:
+    for index, value in [
+        ((0, 0, 0, 0), math.nan),
+        ((2, 3, 6, 12), math.inf),
+        ((1, 2, 3, 4), -math.inf),
+    ]:
         bad = seed.clone()
         bad[index] = value
         found = probe(device)
@@ -69,8 +73,11 @@ def test_probe_with_gradients_and_under_compile(device):
     kernels.blend_add(host, seed_nan.requires_grad_(), alpha, nonfinite=found).sum().backward()
     assert found.item() == 1 and host.grad is not None
 
-    compiled = torch.compile(lambda h, s, p: kernels.blend_add(h, s, alpha, nonfinite=p),
-                             fullgraph=True, backend="aot_eager")
+    compiled = torch.compile(
+        lambda h, s, p: kernels.blend_add(h, s, alpha, nonfinite=p),
+        fullgraph=True,
+        backend="aot_eager",
+    )
     clean, dirty = probe(device), probe(device)
     compiled(host.detach(), seed.detach(), clean)
     compiled(host.detach(), seed_nan.detach(), dirty)
@@ -78,10 +85,17 @@ def test_probe_with_gradients_and_under_compile(device):
 
 
 def test_bad_probe_arguments(device):
-    h, s, a = torch.randn(2, 3, device=device), torch.randn(2, 3, device=device), \
-        torch.tensor(0.5, device=device)
-    for bad in (torch.zeros(1, device=device), torch.zeros(2, dtype=torch.int32, device=device),
-                torch.zeros(1, dtype=torch.int64, device=device), 0):
+    h, s, a = (
+        torch.randn(2, 3, device=device),
+        torch.randn(2, 3, device=device),
+        torch.tensor(0.5, device=device),
+    )
+    for bad in (
+        torch.zeros(1, device=device),
+        torch.zeros(2, dtype=torch.int32, device=device),
+        torch.zeros(1, dtype=torch.int64, device=device),
+        0,
+    ):
         with pytest.raises(ValueError, match="nonfinite must be a one-element int32"):
             kernels.blend_add(h, s, a, nonfinite=bad)
         with pytest.raises(ValueError, match="nonfinite"):

@@ -18,8 +18,12 @@ from kernels.multiply.ops import (
 from tests.support.cases import layout
 
 UTILS = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-LAYOUTS = [("contiguous", "contiguous"), ("channels_last", "channels_last"),
-           ("permuted", "permuted"), ("channels_last", "contiguous")]
+LAYOUTS = [
+    ("contiguous", "contiguous"),
+    ("channels_last", "channels_last"),
+    ("permuted", "permuted"),
+    ("channels_last", "contiguous"),
+]
 
 
 def tensors(host_layout, seed_layout, device, dtype=torch.float32, per_sample=True):
@@ -46,34 +50,43 @@ def flag_for(host_layout, seed_layout, per_sample, device):
 @pytest.mark.parametrize("per_sample", [True, False])
 @pytest.mark.parametrize("host_layout,seed_layout", LAYOUTS)
 def test_opcheck_lerp(host_layout, seed_layout, per_sample, device):
-    host, seed, alpha, gate, grad = tensors(host_layout, seed_layout, device, torch.bfloat16,
-                                            per_sample)
+    host, seed, alpha, gate, grad = tensors(
+        host_layout, seed_layout, device, torch.bfloat16, per_sample
+    )
     flag = flag_for(host_layout, seed_layout, per_sample, device)
     for g in (None, gate):
         torch.library.opcheck(blend_lerp_fwd, (host, seed, alpha, g, flag), test_utils=UTILS)
     for needs in [(True, True, True, True), (True, True, False, False), (False, True, True, False)]:
-        torch.library.opcheck(blend_lerp_bwd, (grad, host, seed, alpha, gate, flag, seed.dtype,
-                                               *needs), test_utils=UTILS)
+        torch.library.opcheck(
+            blend_lerp_bwd,
+            (grad, host, seed, alpha, gate, flag, seed.dtype, *needs),
+            test_utils=UTILS,
+        )
     # host and seed are not kept when no coefficient needs a gradient
-    torch.library.opcheck(blend_lerp_bwd, (grad, None, None, alpha, None, flag, seed.dtype,
-                                           True, True, False, False), test_utils=UTILS)
+    torch.library.opcheck(
+        blend_lerp_bwd,
+        (grad, None, None, alpha, None, flag, seed.dtype, True, True, False, False),
+        test_utils=UTILS,
+    )
 
 
 @pytest.mark.parametrize("per_sample", [True, False])
 @pytest.mark.parametrize("host_layout,seed_layout", LAYOUTS)
 def test_opcheck_multiply(host_layout, seed_layout, per_sample, device):
-    host, seed, alpha, _, grad = tensors(host_layout, seed_layout, device, torch.float32,
-                                         per_sample)
+    host, seed, alpha, _, grad = tensors(
+        host_layout, seed_layout, device, torch.float32, per_sample
+    )
     seed_input = seed * 0.5
     flag = flag_for(host_layout, seed_layout, per_sample, device)
     for s_in in (seed_input, None):
-        torch.library.opcheck(blend_multiply_fwd, (host, seed, alpha, s_in, flag),
-                              test_utils=UTILS)
+        torch.library.opcheck(blend_multiply_fwd, (host, seed, alpha, s_in, flag), test_utils=UTILS)
     for s_in, tied in ((seed_input, False), (None, True), (None, False)):
         for needs in [(True, True, True, True), (False, True, False, False)]:
-            torch.library.opcheck(blend_multiply_bwd,
-                                  (grad, host, seed, alpha, s_in, flag, tied, *needs),
-                                  test_utils=UTILS)
+            torch.library.opcheck(
+                blend_multiply_bwd,
+                (grad, host, seed, alpha, s_in, flag, tied, *needs),
+                test_utils=UTILS,
+            )
 
 
 @pytest.mark.parametrize("flag", [None, True])
@@ -87,8 +100,10 @@ def test_opcheck_nonfinite_probe(flag, device):
     bad[0, 0, 0, 0] = float("nan")
     for s in (seed, bad) if flag else (seed,):
         probe = torch.zeros(1, dtype=torch.int32, device=device)
-        torch.library.opcheck(blend_lerp_fwd_probed, (host, s, alpha, gate, incubate, probe),
-                              test_utils=UTILS)
+        torch.library.opcheck(
+            blend_lerp_fwd_probed, (host, s, alpha, gate, incubate, probe), test_utils=UTILS
+        )
         probe = torch.zeros(1, dtype=torch.int32, device=device)
-        torch.library.opcheck(blend_multiply_fwd_probed, (host, s, alpha, None, incubate, probe),
-                              test_utils=UTILS)
+        torch.library.opcheck(
+            blend_multiply_fwd_probed, (host, s, alpha, None, incubate, probe), test_utils=UTILS
+        )

@@ -51,13 +51,18 @@ def test_ends_of_the_ramp_are_exact(inputs, data):
     a = per_sample_view(alpha.clamp(0, 1), host)
     want = torch.where(a == 0, host, seed.to(host.dtype))
     ones = torch.ones_like(alpha)
-    for y in (kernels.blend_add(host, seed, alpha), kernels.blend_gate(host, seed, alpha, ones),
-              kernels.blend_gate(host, seed, ones, alpha)):
+    for y in (
+        kernels.blend_add(host, seed, alpha),
+        kernels.blend_gate(host, seed, alpha, ones),
+        kernels.blend_gate(host, seed, ones, alpha),
+    ):
         assert y.dtype == host.dtype and same_layout(y, torch.empty_like(host))
         assert torch.equal(y, want)
     zeros = torch.zeros_like(alpha)
-    for y in (kernels.blend_multiply(host, seed, zeros, host * 0.5),
-              kernels.blend_gate(host, seed, alpha, zeros)):
+    for y in (
+        kernels.blend_multiply(host, seed, zeros, host * 0.5),
+        kernels.blend_gate(host, seed, alpha, zeros),
+    ):
         assert torch.equal(y, host)
 
 

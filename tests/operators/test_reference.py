@@ -24,8 +24,14 @@ DTYPES = [torch.float32, torch.bfloat16, torch.float16]
 @pytest.mark.parametrize("alpha", ["scalar", "per_sample"])
 @pytest.mark.parametrize("op", OPS)
 def test_matches_reference(op, alpha, shape, dtype, device):
-    case = make_case(op, shape, dtype, device, alpha=alpha,
-                     gate="scalar" if alpha == "per_sample" else "per_sample")
+    case = make_case(
+        op,
+        shape,
+        dtype,
+        device,
+        alpha=alpha,
+        gate="scalar" if alpha == "per_sample" else "per_sample",
+    )
     assert_matches_oracle(case, torch.randn(shape, dtype=dtype, device=device))
 
 
@@ -34,8 +40,9 @@ def test_mixed_dtypes_cast_to_host(op, device):
     """A float32 seed (and seed_input) with a bfloat16 host: values are cast to bfloat16 first,
     the output is bfloat16, and seed's gradient comes back in float32."""
     shape = (4, 6, 8)
-    case = make_case(op, shape, torch.bfloat16, device, alpha="per_sample",
-                     seed_dtype=torch.float32)
+    case = make_case(
+        op, shape, torch.bfloat16, device, alpha="per_sample", seed_dtype=torch.float32
+    )
     assert case.args[1].dtype == torch.float32
     assert_matches_oracle(case, torch.randn(shape, dtype=torch.bfloat16, device=device))
 
@@ -61,16 +68,19 @@ def test_multiply_alpha_gradient_when_seed_is_close_to_its_input(offset, dtype, 
     seed_input = host * 0.5
     seed = seed_input + offset * torch.rand(4, 256, dtype=dtype, device=device)
     alpha = torch.tensor(0.5, dtype=dtype, device=device, requires_grad=True)
-    (ours,) = torch.autograd.grad(kernels.blend_multiply(host, seed, alpha, seed_input).sum(),
-                                  alpha)
+    (ours,) = torch.autograd.grad(
+        kernels.blend_multiply(host, seed, alpha, seed_input).sum(), alpha
+    )
     t = torch.tanh(seed.double() - seed_input.double())
     want = (host.double() * t).sum()
-    torch.testing.assert_close(ours.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12,
-                               atol=0)
+    torch.testing.assert_close(
+        ours.double(), want, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=0
+    )
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64],
-                         ids=str)
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64], ids=str
+)
 @pytest.mark.parametrize("per_sample", [False, True])
 def test_blend_add_is_torch_lerp_bit_for_bit(per_sample, dtype, device):
     """blend_add(h, s, alpha) == torch.lerp(h, s, alpha), every bit, on both backends: the
@@ -81,9 +91,12 @@ def test_blend_add_is_torch_lerp_bit_for_bit(per_sample, dtype, device):
     host = torch.randn(shape, dtype=dtype, device=device)
     seed = torch.randn(shape, dtype=dtype, device=device)
     alpha_shape = (8, 1, 1) if per_sample else ()
-    for value in ([0.0, 0.3, 0.5, 0.7, 1.0, 0.123456] if not per_sample else [None]):
-        alpha = (torch.rand(alpha_shape, device=device).to(dtype) if value is None
-                 else torch.full(alpha_shape, value, dtype=dtype, device=device))
+    for value in [0.0, 0.3, 0.5, 0.7, 1.0, 0.123456] if not per_sample else [None]:
+        alpha = (
+            torch.rand(alpha_shape, device=device).to(dtype)
+            if value is None
+            else torch.full(alpha_shape, value, dtype=dtype, device=device)
+        )
         want = torch.lerp(host, seed, alpha.expand(shape) if per_sample else alpha)
         assert torch.equal(kernels.blend_add(host, seed, alpha), want), value
         gate = torch.ones(8, 1, 1, dtype=dtype, device=device)

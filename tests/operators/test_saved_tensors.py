@@ -11,15 +11,24 @@ from tests.support.cases import make_case
 from tests.support.checks import saved_during, storage
 
 # (op, input-sized tensors saved, coefficient tensors saved), all coefficients requiring grad
-EXPECTED = [("ste", 0, 0), ("add", 2, 1), ("gate", 2, 2), ("multiply", 3, 1),
-            ("multiply_tied", 2, 1), ("multiply_detached", 2, 1)]
+EXPECTED = [
+    ("ste", 0, 0),
+    ("add", 2, 1),
+    ("gate", 2, 2),
+    ("multiply", 3, 1),
+    ("multiply_tied", 2, 1),
+    ("multiply_detached", 2, 1),
+]
 
 
 def keeps_tanh(op, device):
     """blend_multiply on the eager CPU path keeps host, alpha and tanh(seed - seed_input)
     (float32 here), a documented trade of memory for speed (BlendMultiplyEagerCpu)."""
-    return (op.startswith("multiply") and torch.device(device).type == "cpu"
-            and kernels.active_backend(device) == "torch")
+    return (
+        op.startswith("multiply")
+        and torch.device(device).type == "cpu"
+        and kernels.active_backend(device) == "torch"
+    )
 
 
 @pytest.mark.parametrize("op,large,small", EXPECTED)

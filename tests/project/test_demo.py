@@ -29,8 +29,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     # The incubator's promise on the real run: the host trained exactly as the control did.
     assert "TRAINING: the host trained bit-identically to the host-only control: True" in out
-    training_row = next(line.split() for line in (tmp_path / "summary.txt").read_text()
-                        .splitlines() if line.startswith("TRAINING "))
+    training_row = next(
+        line.split()
+        for line in (tmp_path / "summary.txt").read_text().splitlines()
+        if line.startswith("TRAINING ")
+    )
     assert training_row[3] == training_row[4]  # accuracy == control accuracy
     assert len(runs) == repeats
     for run in runs:
@@ -46,8 +49,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys, monkeypatch):
     assert "outputs identical to the host before germination: True" in out
     assert "host outputs unchanged by the seed: True" in out
     assert "outputs identical on 360 test samples: True" in out
-    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "training.png",
-                                                     "summary.txt"}
+    assert {p.name for p in tmp_path.iterdir()} == {"checkpoint.pt", "training.png", "summary.txt"}
     # The seed-vs-control claim rests on repeats (3 with --quick) and says what they support.
     assert f"repeat {repeats}/{repeats}: with the seed" in out
     assert f"over {repeats} repeat(s)" in out and "paired difference" in out
@@ -58,8 +60,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys, monkeypatch):
 def test_the_verdict_follows_the_interval():
     helped = demo.compare([(0.95, 0.90), (0.96, 0.90), (0.94, 0.91)])
     assert helped["verdict"] == "helped" and helped["interval"][0] > 0
-    assert helped["seed"][0] == pytest.approx(0.95) and helped["diff"][0] == pytest.approx(0.0467,
-                                                                                          abs=1e-3)
+    assert helped["seed"][0] == pytest.approx(0.95) and helped["diff"][0] == pytest.approx(
+        0.0467, abs=1e-3
+    )
     hurt = demo.compare([(0.85, 0.90), (0.86, 0.90), (0.84, 0.91)])
     assert hurt["verdict"] == "hurt" and hurt["interval"][1] < 0
     noisy = demo.compare([(0.95, 0.90), (0.88, 0.91), (0.92, 0.92)])

@@ -13,9 +13,28 @@ import pytest
 ROOT = Path(__file__).parent.parent.parent
 PACKAGES = ("esper_slot", "kernels")
 # Modules below the slot: what they import must never reach esper_slot.slot.
-LOWER = ("alpha", "blueprints", "blueprints.cnn", "blueprints.transformer", "discovery",
-         "events", "extra_state", "gate", "gates", "grad_flow", "gradient_gate", "integrity",
-         "lifecycle", "metrics", "migration", "norms", "optim", "probes", "registry", "telemetry")
+LOWER = (
+    "alpha",
+    "blueprints",
+    "blueprints.cnn",
+    "blueprints.transformer",
+    "discovery",
+    "events",
+    "extra_state",
+    "gate",
+    "gates",
+    "grad_flow",
+    "gradient_gate",
+    "integrity",
+    "lifecycle",
+    "metrics",
+    "migration",
+    "norms",
+    "optim",
+    "probes",
+    "registry",
+    "telemetry",
+)
 
 
 def module_name(path: Path) -> str:
@@ -25,7 +44,8 @@ def module_name(path: Path) -> str:
 
 def is_type_checking(test: ast.expr) -> bool:
     return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def imports_of(path: Path, modules: set[str]) -> set[str]:
@@ -45,7 +65,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module or ""
@@ -74,7 +94,7 @@ def find_cycle(edges: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for nxt in sorted(edges.get(node, ())):
             if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = dfs(nxt)
                 if cycle:

@@ -21,8 +21,7 @@ def test_version_is_single_sourced():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert "version" in project["project"]["dynamic"]
     assert "version" not in project["project"]
-    assert project["tool"]["setuptools"]["dynamic"]["version"] == {
-        "attr": "esper_slot.__version__"}
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "esper_slot.__version__"}
 
 
 def test_licence_and_type_markers():
@@ -40,9 +39,13 @@ def test_a_foreign_kernels_package_is_refused_at_import(tmp_path):
     importing esper_slot fails at once and says what to do, rather than at the first forward."""
     (tmp_path / "kernels").mkdir()
     (tmp_path / "kernels" / "__init__.py").write_text("def get_kernel(name): ...\n")
-    run = subprocess.run([sys.executable, "-c", "import esper_slot"], cwd=tmp_path,
-                         capture_output=True, text=True,
-                         env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
+    run = subprocess.run(
+        [sys.executable, "-c", "import esper_slot"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"},
+    )
     assert run.returncode != 0
     assert "ImportError" in run.stderr and "is not esper-slot's" in run.stderr
     assert "separate virtual environment" in run.stderr

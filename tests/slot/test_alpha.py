@@ -34,16 +34,20 @@ def reference_ramp(start, target, steps, curve, k):
         if done == steps:
             out.append(target)
             break
-        a = min(max(start + (target - start) * reference_progress(done / steps, curve, k),
-                    0.0), 1.0)
+        a = min(
+            max(start + (target - start) * reference_progress(done / steps, curve, k), 0.0), 1.0
+        )
         a = min(max(a, start), target) if up else max(min(a, start), target)
         out.append(a)
     return out
 
 
-ramps = st.tuples(st.floats(0, 1), st.integers(0, 40), st.sampled_from(["linear", "cosine",
-                                                                         "sigmoid"]),
-                  st.floats(0.5, 30))
+ramps = st.tuples(
+    st.floats(0, 1),
+    st.integers(0, 40),
+    st.sampled_from(["linear", "cosine", "sigmoid"]),
+    st.floats(0.5, 30),
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -157,11 +161,13 @@ def test_schedule_prune_needs_a_curve_and_uses_esper_lites_steepness():
     slot.schedule_prune(4, curve="sigmoid")
     assert slot.schedule.steepness == 12.0
     assert [slot.step() for _ in range(3)] == pytest.approx(
-        reference_ramp(1.0, 0.0, 4, "sigmoid", 12.0)[:3], abs=1e-12)
+        reference_ramp(1.0, 0.0, 4, "sigmoid", 12.0)[:3], abs=1e-12
+    )
 
 
-@pytest.mark.parametrize("transition", ["start_blending", "fossilize", "schedule_prune",
-                                        "prune_after", "step"])
+@pytest.mark.parametrize(
+    "transition", ["start_blending", "fossilize", "schedule_prune", "prune_after", "step"]
+)
 @pytest.mark.parametrize("topology", ["cnn", "transformer"])
 def test_a_transition_between_forward_and_backward(topology, transition):
     """Backward uses the flags its forward ran with, whatever lifecycle call came between."""
@@ -175,7 +181,7 @@ def test_a_transition_between_forward_and_backward(topology, transition):
     if transition == "step":
         slot.start_blending(2)
         slot.step()  # alpha 0.5 for this forward
-    x = (torch.randn(2, 3, 4) if topology == "transformer" else torch.randn(2, 4, 3, 3))
+    x = torch.randn(2, 3, 4) if topology == "transformer" else torch.randn(2, 4, 3, 3)
     x.requires_grad_()
     y = slot(x)
     if transition == "start_blending":

@@ -32,27 +32,38 @@ from esper_slot.blueprints import transformer as tr_bp
 from tests.support.slot_models import CnnHost, MultiSlotCnn, MultiSlotMlp, TransformerHost
 from tests.support.twins import Twins, slots_of, torch_compile
 
-FIXTURE = torch.load(Path(__file__).parent.parent / "fixtures" / "esper-lite-blueprints.pt",
-                     weights_only=True)
+FIXTURE = torch.load(
+    Path(__file__).parent.parent / "fixtures" / "esper-lite-blueprints.pt", weights_only=True
+)
 ENTRIES = FIXTURE["entries"]
 TIGHT = {"rtol": 1e-5, "atol": 1e-6}  # float32; the same ops, here they were bit-identical
 ALL = [(topo, name) for topo in ("cnn", "transformer") for name in blueprint_names(topo)]
 
 # What esper-lite zero-inits at birth (Linear/Conv weights and biases; norm scales).
 ZERO_AT_BIRTH = {
-    ("cnn", "noop"): set(), ("cnn", "norm"): {"scale"}, ("cnn", "attention"): {"fc.2.weight"},
-    ("cnn", "depthwise"): set(), ("cnn", "bottleneck"): {"up.weight"},
-    ("cnn", "conv_small"): {"conv.weight"}, ("cnn", "conv_light"): set(),
+    ("cnn", "noop"): set(),
+    ("cnn", "norm"): {"scale"},
+    ("cnn", "attention"): {"fc.2.weight"},
+    ("cnn", "depthwise"): set(),
+    ("cnn", "bottleneck"): {"up.weight"},
+    ("cnn", "conv_small"): {"conv.weight"},
+    ("cnn", "conv_light"): set(),
     ("cnn", "conv_heavy"): set(),
-    ("transformer", "noop"): set(), ("transformer", "norm"): {"scale"},
-    ("transformer", "lora"): {"up.weight"}, ("transformer", "lora_large"): {"up.weight"},
+    ("transformer", "noop"): set(),
+    ("transformer", "norm"): {"scale"},
+    ("transformer", "lora"): {"up.weight"},
+    ("transformer", "lora_large"): {"up.weight"},
     ("transformer", "attention"): {"proj.weight", "proj.bias"},
     ("transformer", "flex_attention"): {"proj.weight", "proj.bias"},
     ("transformer", "mlp_small"): {"fc2.weight", "fc2.bias"},
     ("transformer", "mlp"): {"fc2.weight", "fc2.bias"},
 }
-NOT_IDENTITY_AT_BIRTH = {("cnn", "attention"), ("cnn", "depthwise"), ("cnn", "conv_light"),
-                         ("cnn", "conv_heavy")}
+NOT_IDENTITY_AT_BIRTH = {
+    ("cnn", "attention"),
+    ("cnn", "depthwise"),
+    ("cnn", "conv_light"),
+    ("cnn", "conv_heavy"),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -151,8 +162,9 @@ def test_init_rules(topo, name):
     size = 32
     module = build_blueprint(topo, name, size, {})
     zero = {n for n, p in module.named_parameters() if not p.any()}
-    norm_biases = {n for n, m in module.named_modules() if isinstance(m, (nn.GroupNorm,
-                                                                           nn.LayerNorm))}
+    norm_biases = {
+        n for n, m in module.named_modules() if isinstance(m, (nn.GroupNorm, nn.LayerNorm))
+    }
     zero -= {f"{n}.bias" for n in norm_biases}  # torch's default for norms: ones and zeros
     assert zero == ZERO_AT_BIRTH[(topo, name)]
     x = sample(topo, size)
@@ -297,8 +309,9 @@ def test_flex_attention_paths_and_mask_cache():
         assert list(flex._block_mask_cache) == [(5, "cpu", "torch.float32")]
         for t in range(1, 10):  # LRU: 8 entries, the oldest evicted
             flex(torch.randn(1, t, 8))
-        assert list(flex._block_mask_cache) == [(t, "cpu", "torch.float32")
-                                                for t in (2, 3, 4, 5, 6, 7, 8, 9)]
+        assert list(flex._block_mask_cache) == [
+            (t, "cpu", "torch.float32") for t in (2, 3, 4, 5, 6, 7, 8, 9)
+        ]
     flex.double()
     assert not flex._block_mask_cache
     assert "_block_mask_cache" not in str(flex.state_dict().keys())
@@ -345,12 +358,18 @@ def test_migrate_seed_weights_renames_and_skips():
         "seed_slots.r0c2._extra_state": {},  # an empty slot
     }
     out = migrate_seed_weights(esper, {"r0c0": "blocks.0.slot", "r0c1": "", "r0c2": "x.slot"})
-    assert list(out) == ["blocks.0.slot.seed.fc1.weight", "blocks.0.slot.seed.fc1.bias",
-                         "seed.scale"]
+    assert list(out) == [
+        "blocks.0.slot.seed.fc1.weight",
+        "blocks.0.slot.seed.fc1.bias",
+        "seed.scale",
+    ]
     assert out["blocks.0.slot.seed.fc1.weight"] is w["b"] and out["seed.scale"] is w["e"]
     wrapped = {f"_orig_mod.module.{k}": v for k, v in esper.items()}
     assert migrate_seed_weights(wrapped, {"r0c0": "a", "r0c1": "b"}).keys() == {
-        "a.seed.fc1.weight", "a.seed.fc1.bias", "b.seed.scale"}
+        "a.seed.fc1.weight",
+        "a.seed.fc1.bias",
+        "b.seed.scale",
+    }
     assert migrate_seed_weights({}, {"r0c0": "a"}) == {}
 
 
@@ -436,10 +455,15 @@ def test_blueprint_names_cannot_be_registered():
     assert isinstance(slot.seed, nn.Linear)
 
 
-@pytest.mark.parametrize("topo,name,mode", [("cnn", "conv_heavy", BlendMode.ADD),
-                                            ("cnn", "attention", BlendMode.MULTIPLY),
-                                            ("transformer", "flex_attention", BlendMode.GATE),
-                                            ("transformer", "lora", BlendMode.ADD)])
+@pytest.mark.parametrize(
+    "topo,name,mode",
+    [
+        ("cnn", "conv_heavy", BlendMode.ADD),
+        ("cnn", "attention", BlendMode.MULTIPLY),
+        ("transformer", "flex_attention", BlendMode.GATE),
+        ("transformer", "lora", BlendMode.ADD),
+    ],
+)
 def test_checkpoint_of_a_blueprint_reloads_into_an_empty_slot(topo, name, mode, tmp_path):
     host = CnnHost if topo == "cnn" else TransformerHost
     model = host()
@@ -472,11 +496,13 @@ def _lifecycle_matches_compiled(model, x, names, seeds_from):
     twins = Twins(model, x, lambda m: torch_compile(m, fullgraph=True, backend="aot_eager"))
     modes = [BlendMode.ADD, BlendMode.ADD, BlendMode.MULTIPLY, BlendMode.GATE]
     for i, name in enumerate(names):
+
         def germinate(slots, i=i, name=name):
             torch.manual_seed(seeds_from + i)
             slots[i].germinate(name, blend=modes[i])
             for p in slots[i].seed.parameters():  # away from birth: every path matters
                 p.data.add_(torch.randn_like(p) * 0.3)
+
         twins.both(germinate)
     for i in range(1, len(names)):
         twins.both(lambda s, i=i: (s[i].start_blending(4), s[i].step()))
@@ -497,39 +523,62 @@ def _fresh_dynamo():
 
 @pytest.mark.backend_independent
 @pytest.mark.usefixtures("_fresh_dynamo")
-@pytest.mark.parametrize("names", [("noop", "norm", "attention", "depthwise"),
-                                   ("bottleneck", "conv_small", "conv_light", "conv_heavy")],
-                         ids=["cnn-a", "cnn-b"])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ("noop", "norm", "attention", "depthwise"),
+        ("bottleneck", "conv_small", "conv_light", "conv_heavy"),
+    ],
+    ids=["cnn-a", "cnn-b"],
+)
 def test_cnn_blueprints_compile(names):
-    _lifecycle_matches_compiled(MultiSlotCnn(n_slots=4, channels=8), torch.randn(2, 3, 4, 4),
-                                names, 10)
+    _lifecycle_matches_compiled(
+        MultiSlotCnn(n_slots=4, channels=8), torch.randn(2, 3, 4, 4), names, 10
+    )
 
 
 @pytest.mark.backend_independent
 @pytest.mark.usefixtures("_fresh_dynamo")
 def test_transformer_blueprints_compile():
-    _lifecycle_matches_compiled(MultiSlotMlp(n_slots=4, channels=8), torch.randn(2, 5, 8),
-                                ("noop", "norm", "lora", "lora_large"), 20)
+    _lifecycle_matches_compiled(
+        MultiSlotMlp(n_slots=4, channels=8),
+        torch.randn(2, 5, 8),
+        ("noop", "norm", "lora", "lora_large"),
+        20,
+    )
 
 
 @pytest.mark.usefixtures("_fresh_dynamo")
 def test_attention_blueprints_compile_under_both_backends():
     """The one compile test of the Triton-interpreter pass too: attention, flex_attention
     (SDPA in the train step, flex_attention under no_grad) and both MLPs."""
-    _lifecycle_matches_compiled(MultiSlotMlp(n_slots=4, channels=8), torch.randn(2, 5, 8),
-                                ("attention", "flex_attention", "mlp_small", "mlp"), 30)
+    _lifecycle_matches_compiled(
+        MultiSlotMlp(n_slots=4, channels=8),
+        torch.randn(2, 5, 8),
+        ("attention", "flex_attention", "mlp_small", "mlp"),
+        30,
+    )
 
 
 def test_param_counts_match_esper_lites_formulas():
     """The spec's formulas at esper-lite's sizes (C=64, D=384), without building the big ones
     twice: counted on meta tensors."""
-    expected = {("cnn", "norm"): 129, ("cnn", "attention"): 2112, ("cnn", "depthwise"): 4800,
-                ("cnn", "bottleneck"): 4480, ("cnn", "conv_small"): 4224,
-                ("cnn", "conv_light"): 36992, ("cnn", "conv_heavy"): 73984,
-                ("transformer", "norm"): 769, ("transformer", "lora"): 6144,
-                ("transformer", "lora_large"): 24576, ("transformer", "attention"): 591360,
-                ("transformer", "flex_attention"): 591360, ("transformer", "mlp_small"): 590976,
-                ("transformer", "mlp"): 1181568}
+    expected = {
+        ("cnn", "norm"): 129,
+        ("cnn", "attention"): 2112,
+        ("cnn", "depthwise"): 4800,
+        ("cnn", "bottleneck"): 4480,
+        ("cnn", "conv_small"): 4224,
+        ("cnn", "conv_light"): 36992,
+        ("cnn", "conv_heavy"): 73984,
+        ("transformer", "norm"): 769,
+        ("transformer", "lora"): 6144,
+        ("transformer", "lora_large"): 24576,
+        ("transformer", "attention"): 591360,
+        ("transformer", "flex_attention"): 591360,
+        ("transformer", "mlp_small"): 590976,
+        ("transformer", "mlp"): 1181568,
+    }
     with torch.device("meta"):
         for (topo, name), count in expected.items():
             module = build_blueprint(topo, name, 64 if topo == "cnn" else 384, {})

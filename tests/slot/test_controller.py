@@ -127,7 +127,10 @@ def test_each_lifecycle_call_emits_esper_lites_events_in_order():
     b.germinate(nn.Linear(4, 4))
     b.prune(reason="hurt accuracy", initiator="controller")
     assert (seen[-1].kind, seen[-1].reason, seen[-1].initiator) == (
-        "pruned", "hurt accuracy", "controller")
+        "pruned",
+        "hurt accuracy",
+        "controller",
+    )
 
 
 def test_a_failing_subscriber_is_logged_and_never_breaks_training(caplog):
@@ -154,8 +157,11 @@ def test_metrics_and_events_stay_off_the_compiled_path():
     stages: no graph break, no graph beyond each structure's train/eval pair, compiled == eager
     and both twins emit the same events."""
     backend = CountingBackend()
-    twins = Twins(MultiSlotMlp(n_slots=3), torch.randn(2, 3, 4),
-                  lambda m: torch.compile(m, fullgraph=True, backend=backend))
+    twins = Twins(
+        MultiSlotMlp(n_slots=3),
+        torch.randn(2, 3, 4),
+        lambda m: torch.compile(m, fullgraph=True, backend=backend),
+    )
     hubs = [hub_for(twins.eager), hub_for(twins.inner)]
     twins.germinate(0, nn.Linear(4, 4))
     twins.germinate(1, nn.Linear(4, 4), blend=BlendMode.GATE)
@@ -176,8 +182,11 @@ def test_metrics_and_events_stay_off_the_compiled_path():
     for _ in range(4):
         twins.both(lambda s: s[1].step_epoch())
         twins.check()
-    assert [s.stage for s in slots_of(twins.inner)] == [Stage.BLENDING, Stage.DORMANT,
-                                                        Stage.DORMANT]
+    assert [s.stage for s in slots_of(twins.inner)] == [
+        Stage.BLENDING,
+        Stage.DORMANT,
+        Stage.DORMANT,
+    ]
     assert backend.graphs == graphs + 2  # the pruned structure: a train and an eval graph
     assert not counters["graph_break"]
     strip = [[(e.slot, e.kind, e.to_stage, e.alpha, e.epoch) for e in seen] for _, seen in hubs]
@@ -202,7 +211,10 @@ def test_the_embargo_refuses_germinate_until_the_cooldown_ends():
         stages.append(slot.stage)
     assert stages == [Stage.EMBARGOED] * 5 + [Stage.RESETTING, Stage.DORMANT]
     assert [e.to_stage for e in seen if e.kind == "stage_changed"][-3:] == [
-        "EMBARGOED", "RESETTING", "DORMANT"]
+        "EMBARGOED",
+        "RESETTING",
+        "DORMANT",
+    ]
     slot.germinate(nn.Linear(4, 4))
     with pytest.raises(ValueError, match="embargo must be"):
         SeedSlot(4, "cnn", embargo=-1)
@@ -299,8 +311,7 @@ def test_upkeep_follows_a_germinate_across_distributed_rewrap(tmp_path):
 
     from esper_slot import distributed as esd
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0,
-                            world_size=1)
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
     try:
         torch.manual_seed(0)
         model = MultiSlotMlp(n_slots=2)

@@ -70,16 +70,28 @@ def test_per_sample_override_is_a_batch_of_scalar_overrides():
 def test_override_errors_change_nothing():
     model = grown()
     slot = model.slots[1]
-    for bad in (1.5, -0.1, "0.5", True, torch.tensor([[0.5]]), torch.tensor([1, 0]),
-                torch.tensor([0.5, 2.0])):
+    for bad in (
+        1.5,
+        -0.1,
+        "0.5",
+        True,
+        torch.tensor([[0.5]]),
+        torch.tensor([1, 0]),
+        torch.tensor([0.5, 2.0]),
+    ):
         with pytest.raises(ValueError, match="alpha override"), slot.alpha_overridden(bad):
             pass
         assert slot._override == "none"
-    with slot.alpha_overridden(0.2), pytest.raises(LifecycleError, match="do not nest"), \
-            slot.alpha_overridden(0.3):
+    with (
+        slot.alpha_overridden(0.2),
+        pytest.raises(LifecycleError, match="do not nest"),
+        slot.alpha_overridden(0.3),
+    ):
         pass
-    with pytest.raises(ValueError, match="no SeedSlot named \\['slots.9'\\]"), \
-            es.ablated(model, "slots.9"):
+    with (
+        pytest.raises(ValueError, match="no SeedSlot named \\['slots.9'\\]"),
+        es.ablated(model, "slots.9"),
+    ):
         pass
     assert all(s._override == "none" for s in model.slots)
 

@@ -48,18 +48,30 @@ def gates_from_fixture(permissive: bool, corrected: bool = False) -> QualityGate
         min_gradient_health_for_blending=T["DEFAULT_MIN_GRADIENT_HEALTH_FOR_BLENDING"],
         min_fossilize_contribution=T["DEFAULT_MIN_FOSSILIZE_CONTRIBUTION"],
         alpha_tolerance=T["G3_ALPHA_EPS"],
-        corrected=corrected)
+        corrected=corrected,
+    )
 
 
 def grad_stats(measured: bool, exploding: bool, health: float | None) -> SlotGradientStats:
     """esper-lite's telemetry as our statistics: unmeasured = no steps collected (where our
     health is 1.0, esper-lite's None), has_exploding = a nonzero exploding count."""
     return SlotGradientStats(
-        slot="slot", stage="TRAINING", seed_grad_norm=1.0, gate_grad_norm=0.0,
-        host_grad_norm=1.0, seed_param_count=10, gate_param_count=0, host_param_count=10,
-        steps=4 if measured else 0, ratio=1.0, vanishing=0, exploding=2 if exploding else 0,
-        non_finite=0, seed_output_non_finite=0,
-        health=1.0 if health is None else float(health))
+        slot="slot",
+        stage="TRAINING",
+        seed_grad_norm=1.0,
+        gate_grad_norm=0.0,
+        host_grad_norm=1.0,
+        seed_param_count=10,
+        gate_param_count=0,
+        host_param_count=10,
+        steps=4 if measured else 0,
+        ratio=1.0,
+        vanishing=0,
+        exploding=2 if exploding else 0,
+        non_finite=0,
+        seed_output_non_finite=0,
+        health=1.0 if health is None else float(health),
+    )
 
 
 def flatten(inputs: dict, prefix: str = "", keep: tuple[str, ...] = ()) -> dict:
@@ -76,20 +88,34 @@ def flatten(inputs: dict, prefix: str = "", keep: tuple[str, ...] = ()) -> dict:
 
 
 # Backgrounds for the fields a record leaves out: every check passes, or every check fails.
-PASSING = {"seed_id": "seed", "blueprint_id": "blueprint", "stage": "GERMINATED",
-           "metrics.improvement_since_stage_start": 50.0, "metrics.epochs_in_current_stage": 1000,
-           "metrics.seed_gradient_norm_ratio": 10.0, "metrics.counterfactual_contribution": 50.0,
-           "telemetry": {"gradient_measured": True, "has_exploding": False,
-                         "gradient_health": 1.0},
-           "alpha_controller.alpha": 1.0, "alpha_controller.alpha_target": 1.0,
-           "alpha_controller.alpha_mode": "HOLD", "is_healthy": True}
-FAILING = {"seed_id": "", "blueprint_id": "", "stage": "PRUNED",
-           "metrics.improvement_since_stage_start": -50.0, "metrics.epochs_in_current_stage": 0,
-           "metrics.seed_gradient_norm_ratio": None, "metrics.counterfactual_contribution": -50.0,
-           "telemetry": {"gradient_measured": True, "has_exploding": True,
-                         "gradient_health": 0.0},
-           "alpha_controller.alpha": 0.0, "alpha_controller.alpha_target": 0.0,
-           "alpha_controller.alpha_mode": "UP", "is_healthy": False}
+PASSING = {
+    "seed_id": "seed",
+    "blueprint_id": "blueprint",
+    "stage": "GERMINATED",
+    "metrics.improvement_since_stage_start": 50.0,
+    "metrics.epochs_in_current_stage": 1000,
+    "metrics.seed_gradient_norm_ratio": 10.0,
+    "metrics.counterfactual_contribution": 50.0,
+    "telemetry": {"gradient_measured": True, "has_exploding": False, "gradient_health": 1.0},
+    "alpha_controller.alpha": 1.0,
+    "alpha_controller.alpha_target": 1.0,
+    "alpha_controller.alpha_mode": "HOLD",
+    "is_healthy": True,
+}
+FAILING = {
+    "seed_id": "",
+    "blueprint_id": "",
+    "stage": "PRUNED",
+    "metrics.improvement_since_stage_start": -50.0,
+    "metrics.epochs_in_current_stage": 0,
+    "metrics.seed_gradient_norm_ratio": None,
+    "metrics.counterfactual_contribution": -50.0,
+    "telemetry": {"gradient_measured": True, "has_exploding": True, "gradient_health": 0.0},
+    "alpha_controller.alpha": 0.0,
+    "alpha_controller.alpha_target": 0.0,
+    "alpha_controller.alpha_mode": "UP",
+    "is_healthy": False,
+}
 # telemetry is one value: None, or its three parts together
 WHOLE = ("telemetry",)
 
@@ -100,19 +126,33 @@ def to_inputs(record_inputs: dict, background: dict) -> GateInputs:
     assert not unknown, f"fixture fields this mapping does not know: {sorted(unknown)}"
     v = {**background, **given_}
     tel = v["telemetry"]
-    gradients = None if tel is None else grad_stats(
-        bool(tel["gradient_measured"]), bool(tel["has_exploding"]), tel["gradient_health"])
+    gradients = (
+        None
+        if tel is None
+        else grad_stats(
+            bool(tel["gradient_measured"]), bool(tel["has_exploding"]), tel["gradient_health"]
+        )
+    )
     improvement = v["metrics.improvement_since_stage_start"]
     metrics = SeedMetrics(
-        current_accuracy=improvement, accuracy_at_stage_start=0.0,  # x - 0.0 == x exactly
+        current_accuracy=improvement,
+        accuracy_at_stage_start=0.0,  # x - 0.0 == x exactly
         epochs_in_current_stage=v["metrics.epochs_in_current_stage"],
         seed_gradient_norm_ratio=v["metrics.seed_gradient_norm_ratio"],
-        counterfactual_contribution=v["metrics.counterfactual_contribution"])
+        counterfactual_contribution=v["metrics.counterfactual_contribution"],
+    )
     assert metrics.improvement_since_stage_start == improvement
-    return GateInputs(seed_id=v["seed_id"], blueprint_id=v["blueprint_id"], stage=v["stage"],
-                      metrics=metrics, gradients=gradients, alpha=v["alpha_controller.alpha"],
-                      alpha_target=v["alpha_controller.alpha_target"],
-                      alpha_mode=v["alpha_controller.alpha_mode"], healthy=v["is_healthy"])
+    return GateInputs(
+        seed_id=v["seed_id"],
+        blueprint_id=v["blueprint_id"],
+        stage=v["stage"],
+        metrics=metrics,
+        gradients=gradients,
+        alpha=v["alpha_controller.alpha"],
+        alpha_target=v["alpha_controller.alpha_target"],
+        alpha_mode=v["alpha_controller.alpha_mode"],
+        healthy=v["is_healthy"],
+    )
 
 
 def record_id(record) -> str:
@@ -151,11 +191,15 @@ def test_every_recorded_decision_is_esper_lites():
     for record in RECORDS:
         want = record["expected"]
         for name, background in (("passing", PASSING), ("failing", FAILING)):
-            got = gates[record["permissive"]].check(to_inputs(record["inputs"], background),
-                                                   record["target"])
-            have = {"gate": got.gate, "passed": got.passed,
-                    "checks_failed": list(got.checks_failed),
-                    "checks_passed": list(got.checks_passed)}
+            got = gates[record["permissive"]].check(
+                to_inputs(record["inputs"], background), record["target"]
+            )
+            have = {
+                "gate": got.gate,
+                "passed": got.passed,
+                "checks_failed": list(got.checks_failed),
+                "checks_passed": list(got.checks_passed),
+            }
             if have != {k: want[k] for k in have} or got.target != record["target"]:
                 mismatches.append((record_id(record), name, have, want))
     assert not mismatches, f"{len(mismatches)} of {2 * len(RECORDS)}: {mismatches[:5]}"
@@ -165,17 +209,21 @@ def test_the_default_gates_are_the_fixtures_gates():
     """QualityGates() and QualityGates(permissive=True) with no arguments decide every record
     as esper-lite did (the fixture was made with esper-lite's defaults)."""
     for record in RECORDS:
-        got = QualityGates(record["permissive"]).check(to_inputs(record["inputs"], PASSING),
-                                                       record["target"])
+        got = QualityGates(record["permissive"]).check(
+            to_inputs(record["inputs"], PASSING), record["target"]
+        )
         assert (got.passed, list(got.checks_failed), list(got.checks_passed)) == (
-            record["expected"]["passed"], record["expected"]["checks_failed"],
-            record["expected"]["checks_passed"]), record_id(record)
+            record["expected"]["passed"],
+            record["expected"]["checks_failed"],
+            record["expected"]["checks_passed"],
+        ), record_id(record)
 
 
 def improvement_near_threshold(inputs: GateInputs, gates: QualityGates) -> bool:
     imp = inputs.metrics.improvement_since_stage_start
     return imp < gates.min_training_improvement and math.isclose(
-        imp, gates.min_training_improvement, rel_tol=1e-9, abs_tol=1e-12)
+        imp, gates.min_training_improvement, rel_tol=1e-9, abs_tol=1e-12
+    )
 
 
 def test_corrected_differs_from_esper_lite_only_where_its_rules_apply():
@@ -188,12 +236,17 @@ def test_corrected_differs_from_esper_lite_only_where_its_rules_apply():
             inputs = replace(inputs, gradients=None)
         plain = gates_from_fixture(record["permissive"]).check(inputs, record["target"])
         fixed = gates_from_fixture(record["permissive"], corrected=True).check(
-            inputs, record["target"])
-        applies = (not record["permissive"] and record["target"] == "BLENDING"
-                   and improvement_near_threshold(inputs, gates_from_fixture(False)))
+            inputs, record["target"]
+        )
+        applies = (
+            not record["permissive"]
+            and record["target"] == "BLENDING"
+            and improvement_near_threshold(inputs, gates_from_fixture(False))
+        )
         if applies:
-            assert fixed.checks_passed[0] == plain.checks_failed[0].replace(
-                "_insufficient", ""), record_id(record)
+            assert fixed.checks_passed[0] == plain.checks_failed[0].replace("_insufficient", ""), (
+                record_id(record)
+            )
             assert fixed.checks_failed == plain.checks_failed[1:]
         else:
             assert fixed == plain, record_id(record)
@@ -230,19 +283,38 @@ def test_stage_members_map_to_esper_lites_targets():
 
 def test_scores_and_messages_are_esper_lites():
     g, p = QualityGates(), QualityGates(permissive=True)
-    m = SeedMetrics(current_accuracy=2.5, epochs_in_current_stage=12,
-                    seed_gradient_norm_ratio=0.5, counterfactual_contribution=4.0)
-    s = GateInputs(seed_id="s", blueprint_id="b", stage="TRAINING", metrics=m,
-                   gradients=grad_stats(True, False, 0.9), alpha=0.25, alpha_target=1.0,
-                   alpha_mode="UP")
+    m = SeedMetrics(
+        current_accuracy=2.5,
+        epochs_in_current_stage=12,
+        seed_gradient_norm_ratio=0.5,
+        counterfactual_contribution=4.0,
+    )
+    s = GateInputs(
+        seed_id="s",
+        blueprint_id="b",
+        stage="TRAINING",
+        metrics=m,
+        gradients=grad_stats(True, False, 0.9),
+        alpha=0.25,
+        alpha_target=1.0,
+        alpha_mode="UP",
+    )
     assert g.check(s, "GERMINATED") == GateResult(
-        "G0", "GERMINATED", True, ("seed_id_present", "blueprint_id_present"), (), 1.0,
-        "Germination gate")
+        "G0",
+        "GERMINATED",
+        True,
+        ("seed_id_present", "blueprint_id_present"),
+        (),
+        1.0,
+        "Germination gate",
+    )
     assert g.check(replace(s, seed_id=""), "GERMINATED").message == "Missing required fields"
-    assert g.check(s, "TRAINING") == GateResult("G1", "TRAINING", False, (),
-                                                ("not_germinated",), 0.0, "Not germinated")
+    assert g.check(s, "TRAINING") == GateResult(
+        "G1", "TRAINING", False, (), ("not_germinated",), 0.0, "Not germinated"
+    )
     assert g.check(s, "BLENDING").score == 0.5 and g.check(s, "BLENDING").message == (
-        "Improvement: 2.50%")
+        "Improvement: 2.50%"
+    )
     assert p.check(s, "BLENDING").message == "Permissive G2 Safety: PASS"
     assert g.check(s, "HOLDING").score == 0.25 and g.check(s, "HOLDING").message == ""
     assert p.check(s, "HOLDING").message == "Permissive G3: alpha completion only"
@@ -250,14 +322,15 @@ def test_scores_and_messages_are_esper_lites():
     assert p.check(s, "FOSSILIZED").message == "Permissive G5: 4.00% contribution (no threshold)"
     none = replace(s, metrics=replace(m, counterfactual_contribution=None))
     assert p.check(none, "FOSSILIZED") == GateResult(
-        "G5", "FOSSILIZED", False, (), ("counterfactual_not_available",), 0.0, "")
+        "G5", "FOSSILIZED", False, (), ("counterfactual_not_available",), 0.0, ""
+    )
 
 
 # ---- corrected=True ----
 
+
 def strict_g2_ready(**gradient_args) -> GateInputs:
-    m = SeedMetrics(current_accuracy=1.0, epochs_in_current_stage=20,
-                    seed_gradient_norm_ratio=0.5)
+    m = SeedMetrics(current_accuracy=1.0, epochs_in_current_stage=20, seed_gradient_norm_ratio=0.5)
     return GateInputs(stage="TRAINING", metrics=m, gradients=grad_stats(**gradient_args))
 
 
@@ -273,20 +346,30 @@ def test_corrected_strict_g2_fails_exploding_gradients():
     clean = strict_g2_ready(measured=True, exploding=False, health=1.0)
     fixed = QualityGates(corrected=True).check(clean, "BLENDING")
     assert fixed.passed
-    assert fixed.checks_passed == (*QualityGates().check(clean, "BLENDING").checks_passed,
-                                   "no_exploding_gradients")
-    for unmeasured in (strict_g2_ready(measured=False, exploding=True, health=None),
-                       replace(clean, gradients=None)):
+    assert fixed.checks_passed == (
+        *QualityGates().check(clean, "BLENDING").checks_passed,
+        "no_exploding_gradients",
+    )
+    for unmeasured in (
+        strict_g2_ready(measured=False, exploding=True, health=None),
+        replace(clean, gradients=None),
+    ):
         assert QualityGates(corrected=True).check(unmeasured, "BLENDING") == (
-            QualityGates().check(unmeasured, "BLENDING"))
+            QualityGates().check(unmeasured, "BLENDING")
+        )
     # permissive G2 already checks: corrected changes nothing there
     assert QualityGates(True, corrected=True).check(exploding, "BLENDING") == QualityGates(
-        True).check(exploding, "BLENDING")
+        True
+    ).check(exploding, "BLENDING")
 
 
 def test_g3_tolerance_is_a_parameter():
-    near = GateInputs(alpha=0.9995, alpha_target=0.9995, alpha_mode="HOLD",
-                      metrics=SeedMetrics(epochs_in_current_stage=20))
+    near = GateInputs(
+        alpha=0.9995,
+        alpha_target=0.9995,
+        alpha_mode="HOLD",
+        metrics=SeedMetrics(epochs_in_current_stage=20),
+    )
     assert QualityGates().check(near, "HOLDING").checks_failed == ("alpha_target_not_full_1.00",)
     for corrected in (False, True):
         loose = QualityGates(alpha_tolerance=1e-3, corrected=corrected)
@@ -300,8 +383,12 @@ def test_g3_tolerance_is_a_parameter():
 
 
 def test_corrected_improvement_tolerates_float_noise_at_the_threshold():
-    m = SeedMetrics(accuracy_at_stage_start=63.77, current_accuracy=64.27,
-                    epochs_in_current_stage=20, seed_gradient_norm_ratio=0.5)
+    m = SeedMetrics(
+        accuracy_at_stage_start=63.77,
+        current_accuracy=64.27,
+        epochs_in_current_stage=20,
+        seed_gradient_norm_ratio=0.5,
+    )
     assert m.improvement_since_stage_start < 0.5  # 0.4999999999999929
     s = GateInputs(stage="TRAINING", metrics=m)
     plain = QualityGates().check(s, "BLENDING")
@@ -315,6 +402,7 @@ def test_corrected_improvement_tolerates_float_noise_at_the_threshold():
 
 
 # ---- from_slot and advance on a real slot ----
+
 
 def slot_metrics(slot) -> SeedMetrics:
     """The slot's SeedMetrics. Until SeedSlot carries ``metrics`` (being wired in by other
@@ -335,13 +423,21 @@ def ready_for_blending(slot) -> SeedMetrics:
 
 
 def slot_state(slot) -> tuple:
-    return (slot.stage, slot.has_seed, slot.alpha_mode, dict(slot.schedule.fields()),
-            float(slot.alpha), slot.prune_scheduled)
+    return (
+        slot.stage,
+        slot.has_seed,
+        slot.alpha_mode,
+        dict(slot.schedule.fields()),
+        float(slot.alpha),
+        slot.prune_scheduled,
+    )
 
 
-@pytest.mark.skipif(not hasattr(es.SeedSlot(4, "transformer"), "metrics"),
-                    reason="SeedSlot has no 'metrics' attribute yet (SeedMetrics is not wired "
-                           "to the slot at this commit); from_slot is tested with a stand-in")
+@pytest.mark.skipif(
+    not hasattr(es.SeedSlot(4, "transformer"), "metrics"),
+    reason="SeedSlot has no 'metrics' attribute yet (SeedMetrics is not wired "
+    "to the slot at this commit); from_slot is tested with a stand-in",
+)
 def test_from_slot_reads_the_slots_own_metrics():
     model = TransformerHost()
     model.slot.germinate(transformer_seed())
@@ -358,7 +454,11 @@ def test_from_slot_maps_our_slot_onto_esper_lites_view():
     m = ready_for_blending(slot)
     view = GateInputs.from_slot(slot, healthy=False)
     assert (view.stage, view.blueprint_id, view.seed_id, view.healthy) == (
-        "TRAINING", "Sequential", "", False)
+        "TRAINING",
+        "Sequential",
+        "",
+        False,
+    )
     assert view.metrics == m and view.metrics is not m  # a copy
     assert (view.alpha, view.alpha_target, view.alpha_mode) == (0.0, 0.0, "HOLD")
     assert GateInputs.from_slot(slot, seed_id="s1").seed_id == "s1"
@@ -372,7 +472,11 @@ def test_from_slot_maps_our_slot_onto_esper_lites_view():
     slot.step()
     view = GateInputs.from_slot(slot)
     assert (view.stage, view.alpha, view.alpha_target, view.alpha_mode) == (
-        "HOLDING", 1.0, 1.0, "HOLD")
+        "HOLDING",
+        1.0,
+        1.0,
+        "HOLD",
+    )
     slot.retarget(0.5, 0)  # held at a partial target: esper-lite's BLENDING, not HOLDING
     assert GateInputs.from_slot(slot).stage == "BLENDING"
 
@@ -403,8 +507,13 @@ def test_advance_blends_when_g2_passes_and_changes_nothing_when_not():
     assert slot_state(slot) == before
     # permissive: unmeasured gradients fail the safety gate
     m.epochs_in_current_stage = 12
-    result = advance(slot, "BLENDING", QualityGates(permissive=True),
-                     gradients=grad_stats(False, False, None), steps=4)
+    result = advance(
+        slot,
+        "BLENDING",
+        QualityGates(permissive=True),
+        gradients=grad_stats(False, False, None),
+        steps=4,
+    )
     assert result.checks_failed == ("gradient_health_not_measured",)
     assert slot_state(slot) == before
 
@@ -418,7 +527,8 @@ def test_advance_blends_when_g2_passes_and_changes_nothing_when_not():
     result = advance(slot, "HOLDING", gates)
     assert not result.passed
     assert result.checks_failed == (
-        f"alpha_not_at_target_{slot.schedule.alpha:.2f}_target_1.00_mode_UP",)
+        f"alpha_not_at_target_{slot.schedule.alpha:.2f}_target_1.00_mode_UP",
+    )
     for _ in range(4):
         slot.step()
     before = slot_state(slot)
@@ -426,12 +536,12 @@ def test_advance_blends_when_g2_passes_and_changes_nothing_when_not():
     assert result.passed and slot_state(slot) == before
 
     # FOSSILIZED: the counterfactual decides; ``contribution`` is for this check only
-    assert advance(slot, Stage.FOSSILIZED, gates).checks_failed == (
-        "counterfactual_not_available",)
+    assert advance(slot, Stage.FOSSILIZED, gates).checks_failed == ("counterfactual_not_available",)
     result = advance(slot, Stage.FOSSILIZED, gates, contribution=0.5)
     assert result.checks_failed == ("insufficient_contribution_0.50%_below_1.0%",)
-    assert advance(slot, Stage.FOSSILIZED, gates, contribution=2.0, healthy=False
-                   ).checks_failed == ("unhealthy",)
+    assert advance(
+        slot, Stage.FOSSILIZED, gates, contribution=2.0, healthy=False
+    ).checks_failed == ("unhealthy",)
     assert slot_state(slot) == before
     assert slot_metrics(slot).counterfactual_contribution is None
     result = advance(slot, Stage.FOSSILIZED, gates, contribution=2.0)
@@ -443,7 +553,8 @@ def test_advance_refuses_transitions_the_stage_does_not_allow():
     model = TransformerHost()
     slot = model.slot
     assert advance(slot, Stage.BLENDING, QualityGates()) == GateResult(
-        "G0", "BLENDING", False, (), ("no_active_seed",))
+        "G0", "BLENDING", False, (), ("no_active_seed",)
+    )
     slot.germinate(transformer_seed())
     ready_for_blending(slot)
     permissive = QualityGates(permissive=True)
@@ -451,7 +562,8 @@ def test_advance_refuses_transitions_the_stage_does_not_allow():
     # transition_failed, slot unchanged
     before = slot_state(slot)
     assert advance(slot, Stage.FOSSILIZED, permissive, contribution=3.0) == GateResult(
-        "G5", "FOSSILIZED", False, (), ("transition_failed",))
+        "G5", "FOSSILIZED", False, (), ("transition_failed",)
+    )
     assert slot_state(slot) == before
     slot.start_blending(steps=0)  # alpha 1.0 at once: our HOLDING
     ready_for_blending(slot)  # G2 would pass: the stage refuses
@@ -459,8 +571,19 @@ def test_advance_refuses_transitions_the_stage_does_not_allow():
     assert slot.stage is Stage.BLENDING
 
 
-@pytest.mark.parametrize("target", ["GERMINATED", "TRAINING", Stage.TRAINING, Stage.PRUNED,
-                                    "PRUNED", "DORMANT", "EMBARGOED", "nonsense"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "GERMINATED",
+        "TRAINING",
+        Stage.TRAINING,
+        Stage.PRUNED,
+        "PRUNED",
+        "DORMANT",
+        "EMBARGOED",
+        "nonsense",
+    ],
+)
 def test_advance_bad_targets_raise(target):
     model = TransformerHost()
     model.slot.germinate(transformer_seed())
@@ -501,18 +624,26 @@ unit = st.floats(0, 1, allow_nan=False)
 @st.composite
 def gate_inputs(draw) -> GateInputs:
     metrics = SeedMetrics(
-        current_accuracy=draw(finite), accuracy_at_stage_start=draw(finite),
+        current_accuracy=draw(finite),
+        accuracy_at_stage_start=draw(finite),
         epochs_in_current_stage=draw(st.integers(0, 30)),
         seed_gradient_norm_ratio=draw(st.none() | unit),
-        counterfactual_contribution=draw(st.none() | finite))
+        counterfactual_contribution=draw(st.none() | finite),
+    )
     gradients = draw(st.none() | st.builds(grad_stats, st.booleans(), st.booleans(), unit))
     target = draw(unit | st.sampled_from([1.0, 1.0 - 1e-7, 0.999]))
     alpha = draw(unit | st.just(target))
     return GateInputs(
-        seed_id=draw(st.sampled_from(["", "s"])), blueprint_id=draw(st.sampled_from(["", "b"])),
-        stage=draw(st.sampled_from(ESPER_LITE_STAGES)), metrics=metrics, gradients=gradients,
-        alpha=alpha, alpha_target=target, alpha_mode=draw(st.sampled_from(["HOLD", "UP", "DOWN"])),
-        healthy=draw(st.booleans()))
+        seed_id=draw(st.sampled_from(["", "s"])),
+        blueprint_id=draw(st.sampled_from(["", "b"])),
+        stage=draw(st.sampled_from(ESPER_LITE_STAGES)),
+        metrics=metrics,
+        gradients=gradients,
+        alpha=alpha,
+        alpha_target=target,
+        alpha_mode=draw(st.sampled_from(["HOLD", "UP", "DOWN"])),
+        healthy=draw(st.booleans()),
+    )
 
 
 @given(gate_inputs(), st.booleans())
@@ -530,10 +661,13 @@ def test_a_gate_passes_exactly_when_no_check_failed(inputs, corrected):
 def test_permissive_g3_is_strict_g3s_alpha_checks(inputs):
     strict = QualityGates().check(inputs, "HOLDING")
     permissive = QualityGates(permissive=True).check(inputs, "HOLDING")
-    assert permissive.passed == (strict.checks_passed[:2] == ("alpha_target_full",
-                                                              "alpha_target_reached"))
-    assert strict.passed == (permissive.passed and inputs.metrics.epochs_in_current_stage
-                             >= QualityGates().min_blending_epochs)
+    assert permissive.passed == (
+        strict.checks_passed[:2] == ("alpha_target_full", "alpha_target_reached")
+    )
+    assert strict.passed == (
+        permissive.passed
+        and inputs.metrics.epochs_in_current_stage >= QualityGates().min_blending_epochs
+    )
 
 
 @given(gate_inputs(), st.booleans())

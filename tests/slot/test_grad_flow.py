@@ -51,10 +51,12 @@ def test_frozen_seed_gives_one_warning_per_episode(isolate, how, caplog):
     step = compile_with(how, model)
     caplog.set_level(logging.WARNING, logger="esper_slot")
     with contextlib.ExitStack() as stack:
-        if how == "torch.compile" and hasattr(torch._dynamo.config,
-                                              "use_recursive_dict_tags_for_guards"):
+        if how == "torch.compile" and hasattr(
+            torch._dynamo.config, "use_recursive_dict_tags_for_guards"
+        ):
             stack.enter_context(
-                torch._dynamo.config.patch(use_recursive_dict_tags_for_guards=False))
+                torch._dynamo.config.patch(use_recursive_dict_tags_for_guards=False)
+            )
         frozen_seed_episodes(model, step, x, caplog)
 
 

@@ -14,8 +14,11 @@ from tests.support.slot_models import CountingSeed, host_and_input
 
 
 def host_param_grads(model):
-    return {n: p.grad.clone() for n, p in model.named_parameters()
-            if p.grad is not None and ".seed." not in n and ".gate." not in n}
+    return {
+        n: p.grad.clone()
+        for n, p in model.named_parameters()
+        if p.grad is not None and ".seed." not in n and ".gate." not in n
+    }
 
 
 def run(model, x):
@@ -54,8 +57,7 @@ def test_training_output_identical_and_host_grads_unchanged_under_isolation(topo
     assert g0.keys() == g1.keys()
     for name in g0:
         assert torch.equal(g0[name], g1[name]), name
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for p in model.slot.seed.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.slot.seed.parameters())
 
 
 def test_training_seed_receives_the_full_gradient():
@@ -66,6 +68,7 @@ def test_training_seed_receives_the_full_gradient():
     def capture(key):
         def hook(module, inputs, out):
             out.register_hook(lambda g: seen.__setitem__(key, g))
+
         return hook
 
     model.slot.seed.register_forward_hook(capture("seed"))
@@ -229,8 +232,13 @@ def test_isolation_is_per_stage_or_explicit():
 
 def test_lifecycle_errors_name_the_stage():
     slot = SeedSlot(8, "cnn")
-    for call in (lambda: slot.start_blending(3), slot.step, lambda: slot.set_alpha(0.5),
-                 slot.fossilize, slot.prune):
+    for call in (
+        lambda: slot.start_blending(3),
+        slot.step,
+        lambda: slot.set_alpha(0.5),
+        slot.fossilize,
+        slot.prune,
+    ):
         with pytest.raises(LifecycleError, match="DORMANT"):
             call()
     slot.germinate(nn.Identity())
@@ -244,9 +252,14 @@ def test_lifecycle_errors_name_the_stage():
         slot.schedule_prune(3)
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: SeedSlot(0, "cnn"), lambda: SeedSlot(8, "rnn"), lambda: SeedSlot(True, "cnn"),
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda: SeedSlot(0, "cnn"),
+        lambda: SeedSlot(8, "rnn"),
+        lambda: SeedSlot(True, "cnn"),
+    ],
+)
 def test_bad_constructor_arguments(bad):
     with pytest.raises(ValueError):
         bad()
@@ -328,9 +341,14 @@ def test_slot_uses_the_fused_operators(monkeypatch):
         slot(features)
         slot.start_blending(2)
         slot(features)
-    assert calls == [("blend_add", True), ("blend_add", False),
-                     ("blend_multiply_detached", True), ("blend_multiply_detached", False),
-                     ("blend_gate", True), ("blend_gate", False)]
+    assert calls == [
+        ("blend_add", True),
+        ("blend_add", False),
+        ("blend_multiply_detached", True),
+        ("blend_multiply_detached", False),
+        ("blend_gate", True),
+        ("blend_gate", False),
+    ]
 
 
 class InplaceReluHost(nn.Module):

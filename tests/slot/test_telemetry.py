@@ -57,10 +57,12 @@ def test_tensor_norm_matches_float64_at_every_magnitude(dtype, magnitude):
 def test_chunks_layouts_and_empty_gradients():
     """Several chunks, a dense non-contiguous gradient (a channels_last conv weight's), a
     non-dense one, an empty one: both forms agree with float64."""
-    grads = [torch.randn(3 * (1 << 16) + 5) * 1e15,
-             torch.randn(8, 4, 3, 3).to(memory_format=torch.channels_last),
-             torch.randn(6, 8)[:, ::2],
-             torch.zeros(0)]
+    grads = [
+        torch.randn(3 * (1 << 16) + 5) * 1e15,
+        torch.randn(8, 4, 3, 3).to(memory_format=torch.channels_last),
+        torch.randn(6, 8)[:, ::2],
+        torch.zeros(0),
+    ]
     want = [norm64(g) for g in grads]
     for got in both_forms(grads):
         assert got.tolist() == pytest.approx(want, rel=1e-5)
@@ -71,20 +73,25 @@ def test_plain_float32_norms_would_fail_here():
     assert math.isinf(torch.linalg.vector_norm(torch.full((1000,), 1e20)).item())
     assert torch.linalg.vector_norm(torch.full((1000,), 1e-25)).item() == 0.0
     assert tensor_norms([torch.full((1000,), 1e-25)]).item() == pytest.approx(
-        math.sqrt(1000) * 1e-25, rel=1e-5)
+        math.sqrt(1000) * 1e-25, rel=1e-5
+    )
 
 
-@given(exponents=st.lists(st.integers(-30, 30), min_size=1, max_size=6),
-       length=st.integers(1, 50))
+@given(exponents=st.lists(st.integers(-30, 30), min_size=1, max_size=6), length=st.integers(1, 50))
 def test_tensor_norms_of_mixed_magnitudes(exponents, length):
-    g = torch.cat([torch.randn(length, dtype=torch.float64) * 10.0 ** e for e in exponents])
+    g = torch.cat([torch.randn(length, dtype=torch.float64) * 10.0**e for e in exponents])
     for got in both_forms([g.float()]):
         assert got.item() == pytest.approx(norm64(g.float()), rel=1e-5)
 
 
 def test_non_finite_and_zero_gradients():
-    grads = [torch.tensor([1.0, math.nan]), torch.tensor([1.0, math.inf]), torch.zeros(3),
-             torch.tensor([3.0, 4.0]), torch.tensor([-math.inf, 1.0], dtype=torch.float64)]
+    grads = [
+        torch.tensor([1.0, math.nan]),
+        torch.tensor([1.0, math.inf]),
+        torch.zeros(3),
+        torch.tensor([3.0, 4.0]),
+        torch.tensor([-math.inf, 1.0], dtype=torch.float64),
+    ]
     for norms in both_forms(grads):
         assert math.isnan(norms[0]) and math.isinf(norms[1]) and math.isinf(norms[4])
         assert norms[2].item() == 0.0 and norms[3].item() == pytest.approx(5.0)
@@ -113,11 +120,13 @@ def groups(model):
 
 def set_grads(model, scale_seed=1.0, scale_host=1.0, generator=None):
     seeds, gates, host = groups(model)
-    for group, scale in ((host, scale_host),) + tuple(
-            (g, scale_seed) for g in seeds + gates):
+    for group, scale in ((host, scale_host),) + tuple((g, scale_seed) for g in seeds + gates):
         for p in group:
-            p.grad = (torch.randn(p.shape, generator=generator, dtype=torch.float64)
-                      * scale).float().to(p.device)
+            p.grad = (
+                (torch.randn(p.shape, generator=generator, dtype=torch.float64) * scale)
+                .float()
+                .to(p.device)
+            )
 
 
 def reference(model, steps_grads):
@@ -135,9 +144,11 @@ def reference(model, steps_grads):
 
 def snapshot(model):
     seeds, gates, host = groups(model)
-    return {"seed": [[p.grad.clone() for p in g] for g in seeds],
-            "gate": [[p.grad.clone() for p in g] for g in gates],
-            "host": [[p.grad.clone() for p in host] for _ in model.slots]}
+    return {
+        "seed": [[p.grad.clone() for p in g] for g in seeds],
+        "gate": [[p.grad.clone() for p in g] for g in gates],
+        "host": [[p.grad.clone() for p in host] for _ in model.slots],
+    }
 
 
 @pytest.mark.parametrize("scales", [(1.0, 1.0), (1e20, 1e-20), (1e-20, 1e20), (1e30, 1e-30)])
@@ -170,18 +181,27 @@ def test_ratio_is_esper_lites_formula():
     def esper_lite(seed, n_seed, host, n_host):
         if host < 1e-8 or seed < 1e-8 or n_host == 0 or n_seed == 0:
             return 0.0
-        return (seed / n_seed ** 0.5) / (host / n_host ** 0.5 + 1e-8)
+        return (seed / n_seed**0.5) / (host / n_host**0.5 + 1e-8)
 
-    for args in [(0.3, 100, 2.0, 10000), (1e-9, 100, 2.0, 10), (0.3, 0, 2.0, 10),
-                 (0.3, 10, 0.0, 10), (5.0, 7, 1e-3, 1)]:
+    for args in [
+        (0.3, 100, 2.0, 10000),
+        (1e-9, 100, 2.0, 10),
+        (0.3, 0, 2.0, 10),
+        (0.3, 10, 0.0, 10),
+        (5.0, 7, 1e-3, 1),
+    ]:
         assert esper_lite_ratio(*args) == esper_lite(*args)
     model = model_with_slots()
     telemetry = GradientTelemetry(model, compile=False)
     set_grads(model)
     telemetry.collect()
     for stats in telemetry.read().values():
-        assert stats.ratio == esper_lite(stats.seed_grad_norm, stats.seed_param_count,
-                                         stats.host_grad_norm, stats.host_param_count)
+        assert stats.ratio == esper_lite(
+            stats.seed_grad_norm,
+            stats.seed_param_count,
+            stats.host_grad_norm,
+            stats.host_param_count,
+        )
     assert stats.ratio == 0.0  # the empty slot
 
 
@@ -202,8 +222,9 @@ def test_vanishing_exploding_non_finite_and_health():
     # health = 1 - 0.5 * 1/4 - 0.8 * 2/4 over 2 tensors x 2 steps
     assert stats.health == pytest.approx(1 - 0.5 * 0.25 - 0.8 * 0.5)
     # the NaN gradient is left out of the norm; the rest of both steps is in it
-    want = math.sqrt((norm64(torch.full((4, 4), 1e-5)) ** 2 + 200.0 ** 2
-                      + norm64(clean_weight) ** 2) / 2)
+    want = math.sqrt(
+        (norm64(torch.full((4, 4), 1e-5)) ** 2 + 200.0**2 + norm64(clean_weight) ** 2) / 2
+    )
     assert stats.seed_grad_norm == pytest.approx(want, rel=1e-5)
     assert telemetry.read()["slots.0"].steps == 0  # read() reset it
 
@@ -263,9 +284,16 @@ def test_accumulators_avoid_the_0d_float64_trap():
 
 def test_bad_arguments():
     model = model_with_slots()
-    for kwargs in [{"every": 0}, {"every": 1.5}, {"every": True}, {"vanishing": -1.0},
-                   {"exploding": math.inf}, {"vanishing": 5.0, "exploding": 1.0},
-                   {"host_params": [1, 2]}, {"compile": "yes"}]:
+    for kwargs in [
+        {"every": 0},
+        {"every": 1.5},
+        {"every": True},
+        {"vanishing": -1.0},
+        {"exploding": math.inf},
+        {"vanishing": 5.0, "exploding": 1.0},
+        {"host_params": [1, 2]},
+        {"compile": "yes"},
+    ]:
         with pytest.raises(ValueError):
             GradientTelemetry(model, **kwargs)
     with pytest.raises(ValueError, match="no SeedSlot"):
@@ -274,8 +302,7 @@ def test_bad_arguments():
 
 def test_explicit_host_params():
     model = model_with_slots()
-    telemetry = GradientTelemetry(model, host_params=model.layers[0].parameters(),
-                                  compile=False)
+    telemetry = GradientTelemetry(model, host_params=model.layers[0].parameters(), compile=False)
     set_grads(model)
     telemetry.collect()
     stats = telemetry.read()["slots.0"]
@@ -307,8 +334,11 @@ def test_collect_inside_a_compiled_step_equals_eager_without_recompiles():
                         p.add_(p.grad, alpha=-0.1)
 
         backend = CountingBackend("eager")
-        fn = torch.compile(after_backward, fullgraph=True, backend=backend) if compiled else \
-            after_backward
+        fn = (
+            torch.compile(after_backward, fullgraph=True, backend=backend)
+            if compiled
+            else after_backward
+        )
         runs.append((model, telemetry, fn, backend))
     results = []
     for model, telemetry, fn, backend in runs:
@@ -416,8 +446,12 @@ def test_the_probe_under_compile_equals_eager_across_transitions():
     backend = CountingBackend("eager")
     compiled = torch.compile(twin, fullgraph=True, backend=backend)
     x = torch.randn(2, 3, 4)
-    for transition in (None, lambda m: m.slots[2].start_blending(4),
-                       lambda m: m.slots[0].start_blending(4), lambda m: m.slots[1].step()):
+    for transition in (
+        None,
+        lambda m: m.slots[2].start_blending(4),
+        lambda m: m.slots[0].start_blending(4),
+        lambda m: m.slots[1].step(),
+    ):
         if transition:
             transition(model)
             transition(twin)
@@ -444,8 +478,7 @@ def test_under_inductor_the_probe_fuses_into_the_blend_kernel():
     x = torch.randn(4, 16, 8, requires_grad=True)
     _, code = run_and_get_code(lambda: compiled(x).sum().backward())
     forward = code[0]
-    fused = [name for name in set(re.findall(r"cpp_fused_\w+", forward))
-             if "aminmax" in name]
+    fused = [name for name in set(re.findall(r"cpp_fused_\w+", forward)) if "aminmax" in name]
     assert len(fused) == 1 and "lerp" in fused[0] and "tanh" in fused[0], fused
 
 

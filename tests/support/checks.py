@@ -28,7 +28,9 @@ def oracle(case, grad):
     host_dtype = case.args[0].dtype
     args = tuple(
         (a if i in (0, 2, 3) and not (i == 3 and case.op == "multiply") else a.to(host_dtype))
-        .detach().double().requires_grad_(a.requires_grad)
+        .detach()
+        .double()
+        .requires_grad_(a.requires_grad)
         for i, a in enumerate(case.args)
     )
     return forward_backward(case.ref, args, grad.double())

@@ -15,8 +15,9 @@ import torch.multiprocessing as mp
 
 def _entry(fn, rank, world, init, results, kwargs):
     try:
-        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=60))
+        dist.init_process_group(
+            "gloo", init_method=init, rank=rank, world_size=world, timeout=timedelta(seconds=60)
+        )
         results.put((rank, "ok", fn(rank, world, **kwargs)))
     except BaseException:  # report everything, the parent decides
         results.put((rank, "error", traceback.format_exc()))
@@ -32,8 +33,14 @@ def run_ranks(fn, world: int = 2, timeout: float = 150.0, **kwargs) -> list:
     ctx = mp.get_context("spawn")
     folder = tempfile.mkdtemp(prefix="esper-dist-")
     results = ctx.Queue()
-    procs = [ctx.Process(target=_entry, args=(fn, r, world, f"file://{folder}/store", results,
-                                              kwargs), daemon=True) for r in range(world)]
+    procs = [
+        ctx.Process(
+            target=_entry,
+            args=(fn, r, world, f"file://{folder}/store", results, kwargs),
+            daemon=True,
+        )
+        for r in range(world)
+    ]
     for p in procs:
         p.start()
     got: dict[int, tuple[str, object]] = {}

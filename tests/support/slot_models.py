@@ -67,7 +67,8 @@ class MultiSlotCnn(nn.Module):
         self.stem = nn.Conv2d(3, channels, 3, padding=1)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
-            for _ in range(n_slots))
+            for _ in range(n_slots)
+        )
         self.slots = nn.ModuleList(SeedSlot(channels, "cnn") for _ in range(n_slots))
         self.head = nn.Linear(channels, 4)
 
@@ -85,8 +86,9 @@ class TinyGptBlock(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
         self.attn = nn.MultiheadAttention(channels, heads, batch_first=True)
-        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(),
-                                 nn.Linear(4 * channels, channels))
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels)
+        )
         self.slot = SeedSlot(channels, "transformer")
 
     def forward(self, x):

@@ -48,6 +48,7 @@ def torch_compile(model, *, recompile_limit: int | None = None, **kwargs):
     def call(*args, **kw):
         with torch._dynamo.config.patch(recompile_limit=recompile_limit):
             return compiled(*args, **kw)
+
     return call
 
 
@@ -93,8 +94,9 @@ class Twins:
             assert torch.equal(c1 - c0, e1 - e0)
         self.loss(y_eager).backward()
         self.loss(y_compiled).backward()
-        for (name, p_eager), p_compiled in zip(self.eager.named_parameters(),
-                                               self.inner.parameters()):
+        for (name, p_eager), p_compiled in zip(
+            self.eager.named_parameters(), self.inner.parameters()
+        ):
             assert (p_eager.grad is None) == (p_compiled.grad is None), name
             if p_eager.grad is not None:
                 torch.testing.assert_close(p_compiled.grad, p_eager.grad, msg=name, **TOLERANCE)
@@ -129,8 +131,9 @@ def bf16_autocast_sgd_matches(model: nn.Module, compile_fn, x: torch.Tensor, ste
             assert y.dtype == torch.bfloat16
             loss = y.float().square().mean()
             loss.backward()
-            assert all(p.grad.dtype == torch.float32
-                       for p in net.parameters() if p.grad is not None)
+            assert all(
+                p.grad.dtype == torch.float32 for p in net.parameters() if p.grad is not None
+            )
             opt.step()
             losses.append(loss.detach())
         torch.testing.assert_close(losses[1], losses[0], rtol=2e-2, atol=1e-3)
