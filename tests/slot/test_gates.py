@@ -487,11 +487,13 @@ def test_from_slot_maps_our_slot_onto_esper_lites_view():
 
 
 def test_from_slot_without_metrics_says_so():
-    slot = es.SeedSlot(4, "transformer")
-    if hasattr(slot, "metrics"):
-        pytest.skip("SeedSlot carries metrics now")
-    with pytest.raises(AttributeError, match="metrics"):
-        GateInputs.from_slot(slot)
+    class NoMetrics:  # a slot-like object without SeedMetrics
+        metrics = {"improvement_since_stage_start": 1.0}
+
+    with pytest.raises(AttributeError, match="NoMetrics has no SeedMetrics 'metrics'.*got dict"):
+        GateInputs.from_slot(NoMetrics())
+    with pytest.raises(AttributeError, match="object has no SeedMetrics 'metrics'.*got NoneType"):
+        GateInputs.from_slot(object())
 
 
 def test_advance_blends_when_g2_passes_and_changes_nothing_when_not():
