@@ -41,18 +41,21 @@ def pytest_report_header(config):
 
 
 # ESPER_KERNEL_LOG=FILE (with TRITON_INTERPRET=1): write every distinct Triton kernel launch
-# (kernel, constexpr values, tensor dtypes) to FILE, to compare what two test selections reach.
+# (kernel, constexpr values, tensor dtypes) to FILE, to compare what two test selections reach,
+# and to FILE.tests the first test that made each one. Launches in spawned processes (the
+# distributed tests' ranks) are not seen.
 if INTERPRET and os.environ.get("ESPER_KERNEL_LOG"):
     from triton.runtime.interpreter import InterpretedFunction
 
-    _LAUNCHES: set[str] = set()
+    _LAUNCHES: dict[str, str] = {}
     _run = InterpretedFunction.run
 
     def _logged_run(self, *args, grid, warmup, **kwargs):
         named = dict(zip(self.arg_names, args), **kwargs)
         parts = [f"{k}={v}" for k, v in named.items() if k.isupper()]
         parts += [f"{k}:{v.dtype}" for k, v in named.items() if isinstance(v, torch.Tensor)]
-        _LAUNCHES.add(f"{self.fn.__module__}.{self.fn.__name__}({', '.join(parts)})")
+        launch = f"{self.fn.__module__}.{self.fn.__name__}({', '.join(parts)})"
+        _LAUNCHES.setdefault(launch, os.environ.get("PYTEST_CURRENT_TEST", "?").split(" (")[0])
         return _run(self, *args, grid=grid, warmup=warmup, **kwargs)
 
     InterpretedFunction.run = _logged_run  # type: ignore[method-assign]
@@ -60,3 +63,5 @@ if INTERPRET and os.environ.get("ESPER_KERNEL_LOG"):
     def pytest_sessionfinish(session, exitstatus):
         with open(os.environ["ESPER_KERNEL_LOG"], "w") as out:
             out.write("\n".join(sorted(_LAUNCHES)) + "\n")
+        with open(os.environ["ESPER_KERNEL_LOG"] + ".tests", "w") as out:
+            out.write("".join(f"{k}\t{v}\n" for k, v in sorted(_LAUNCHES.items())))

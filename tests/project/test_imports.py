@@ -22,6 +22,7 @@ LOWER = (
     "events",
     "extra_state",
     "gate",
+    "gate_inputs",
     "gates",
     "grad_flow",
     "gradient_gate",
@@ -34,6 +35,7 @@ LOWER = (
     "probes",
     "registry",
     "telemetry",
+    "telemetry_step",
 )
 
 
