@@ -488,7 +488,8 @@ def test_from_slot_maps_our_slot_onto_esper_lites_view():
 
 def test_from_slot_without_metrics_says_so():
     class NoMetrics:  # a slot-like object without SeedMetrics
-        metrics = {"improvement_since_stage_start": 1.0}
+        def __init__(self):
+            self.metrics = {"improvement_since_stage_start": 1.0}
 
     with pytest.raises(AttributeError, match="NoMetrics has no SeedMetrics 'metrics'.*got dict"):
         GateInputs.from_slot(NoMetrics())
