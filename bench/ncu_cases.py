@@ -4,7 +4,7 @@ against the pass's byte floor (bench.cases.min_bytes).
 On the GPU machine, one ncu process per case (scripts/gpu_check.sh ncu does this):
 
     ncu --clock-control none --print-units base --csv \\
-        --kernel-name regex:'_fwd_kernel|_bwd_kernel|_finish_kernel' \\
+        --kernel-name regex:"$(python3 -m bench.ncu_cases --kernel-regex)" \\
         --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \\
         python3 -m bench.ncu_cases --run 'add fwd' > ncu/add_fwd.csv
     python3 -m bench.ncu_cases --parse ncu > ncu.md
@@ -30,6 +30,28 @@ NUMEL = 2**26  # 64M elements: 256 MB per float32 tensor, far past the L2
 DTYPE = torch.float32
 OPS = ("add", "multiply", "gate")  # ste moves no bytes of its own
 PASSES = ("fwd", "fwd+bwd")
+
+
+def kernel_names() -> list[str]:
+    """The package's Triton kernels (a launch's name in ncu is the function's name), read from
+    the kernels themselves so that a rename cannot leave ncu filtering for a name gone."""
+    from kernels import _coef_grad
+    from kernels.lerp import triton as lerp_triton
+    from kernels.multiply import triton as multiply_triton
+
+    found = {
+        value.fn.__name__
+        for module in (lerp_triton, multiply_triton, _coef_grad)
+        for value in vars(module).values()
+        if type(value).__name__ == "JITFunction" and value.fn.__name__.endswith("_kernel")
+    }
+    return sorted(found)
+
+
+def kernel_regex() -> str:
+    """ncu's --kernel-name regex: the package's kernels (no Inductor or PyTorch kernel has these
+    names; unanchored, as ncu may show a name with a prefix or its parameters)."""
+    return "|".join(kernel_names())
 
 
 def labels() -> list[str]:
@@ -102,7 +124,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--parse", metavar="FOLDER", help="tabulate the per-case CSVs in FOLDER")
     parser.add_argument("--list", action="store_true", help="print the cases, one per line")
+    parser.add_argument(
+        "--kernel-regex", action="store_true", help="print ncu's --kernel-name regex"
+    )
     args = parser.parse_args(argv)
+    if args.kernel_regex:
+        print(kernel_regex())
     if args.list:
         print("\n".join(labels()))
     if args.run:

@@ -105,17 +105,39 @@ def test_ncu_csv_is_tabulated_from_the_second_call(tmp_path):
     text = (
         "==PROF== Connected to process 1\n"
         + header
-        + rows(0, "_fwd_kernel", 999, 1, 1)
-        + rows(1, "_bwd_kernel", 999, 1, 1)
-        + rows(2, "_fwd_kernel", 100_000, floor // 2, floor // 4)
-        + rows(3, "_bwd_kernel", 100_000, floor // 4, 0)
+        + rows(0, "fwd_kernel", 999, 1, 1)
+        + rows(1, "bwd_kernel", 999, 1, 1)
+        + rows(2, "fwd_kernel", 100_000, floor // 2, floor // 4)
+        + rows(3, "bwd_kernel", 100_000, floor // 4, 0)
         + "==PROF== Disconnected\n"
     )
     (tmp_path / ncu_cases.file_name("add fwd+bwd")).write_text(text)
-    (tmp_path / ncu_cases.file_name("gate fwd")).write_text(
-        header + rows(0, "_fwd_kernel", 1, 1, 1)
-    )
+    (tmp_path / ncu_cases.file_name("gate fwd")).write_text(header + rows(0, "fwd_kernel", 1, 1, 1))
     table = ncu_cases.parse(str(tmp_path))
     line = next(x for x in table.splitlines() if x.startswith("| add fwd+bwd |"))
-    assert "_fwd_kernel + _bwd_kernel | 200.0 |" in line and "| 1.000 |" in line
+    assert "fwd_kernel + bwd_kernel | 200.0 |" in line and "| 1.000 |" in line
     assert "1 launches in gate_fwd.csv" in table and "0 launches in add_fwd.csv" in table
+
+
+def test_ncu_filters_for_every_kernel_the_package_launches():
+    """The regex gpu_check.sh gives ncu names each of the package's Triton kernels (a kernel
+    renamed, as fwd_kernel once was from _fwd_kernel, would otherwise drop out of the profile)."""
+    import re
+
+    import kernels.lerp.triton
+    import kernels.multiply.triton
+    from bench import ncu_cases
+
+    names = ncu_cases.kernel_names()
+    assert names == ["_finish_kernel", "bwd_kernel", "fwd_kernel"]
+    launched = [
+        kernels.lerp.triton.fwd_kernel,
+        kernels.lerp.triton.bwd_kernel,
+        kernels.multiply.triton.fwd_kernel,
+        kernels.multiply.triton.bwd_kernel,
+    ]
+    regex = re.compile(ncu_cases.kernel_regex())
+    for kernel in launched:
+        assert regex.search(kernel.fn.__name__), kernel
+    assert regex.search("_finish_kernel")
+    assert not regex.search("triton_poi_fused_lerp_0") and not regex.search("elementwise_kernel")
