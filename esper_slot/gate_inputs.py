@@ -120,7 +120,7 @@ class GateInputs:
         schedule = slot.schedule
         stage = slot.stage.name
         if (
-            slot.stage is Stage.BLENDING
+            slot.stage == Stage.BLENDING
             and not slot.prune_scheduled
             and schedule.mode == "HOLD"
             and schedule.alpha == schedule.target == 1.0
