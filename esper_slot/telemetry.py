@@ -41,9 +41,9 @@ from .telemetry_step import (
     SEED_TENSORS,
     STEPS,
     VANISHING,
-    _compiled_collect_step,
     collect_step,
     collect_step_cpu,
+    compiled_collect_step,
 )
 
 logger = logging.getLogger("esper_slot")
@@ -231,7 +231,7 @@ class GradientTelemetry:
             with torch._dynamo.config.patch(
                 recompile_limit=max(torch._dynamo.config.recompile_limit, 1024)
             ):
-                _compiled_collect_step()(*args)
+                compiled_collect_step()(*args)
 
     # ---- reading ----
 

@@ -167,7 +167,7 @@ def collect_step_cpu(
 _compiled_collect = None
 
 
-def _compiled_collect_step():
+def compiled_collect_step():
     """collect_step through torch.compile, built on first use: eager collect() calls this so
     that ``g * s`` is never materialised (one graph per set of gradient shapes)."""
     global _compiled_collect
